@@ -1,0 +1,78 @@
+"""`harness ls datasets|suites|metrics`: what the harness knows, as rich tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from harness.console import console
+
+from harness.registry import unknown_name
+
+LISTABLE = ("datasets", "suites", "metrics")
+
+
+def _datasets_table(data_dir: Optional[Path]) -> Table:
+    from harness.datasets import summarize
+    from harness.metrics import METRIC_LABELS
+    from harness.plugins import DATASETS
+
+    table = Table(title="Datasets")
+    for column in ("name", "title", "eval split", "eval", "train pool", "metrics", "held out", "source"):
+        table.add_column(column, justify="right" if column in ("eval", "train pool") else "left")
+    for name in DATASETS.names():
+        s = summarize(name, data_dir)
+        table.add_row(
+            s.name,
+            s.title,
+            s.eval_split,
+            f"{s.n_eval:,}" if s.n_eval is not None else "-",
+            f"{s.n_train:,}" if s.n_train is not None else "-",
+            ", ".join(METRIC_LABELS[m] for m in s.metrics),
+            "yes" if s.held_out else "",
+            s.source if s.problem is None else f"[red]{s.source}[/red]",
+        )
+    return table
+
+
+def _suites_table() -> Table:
+    from harness.suites import SUITE_DESCRIPTIONS, SUITES
+
+    table = Table(title="Suites (every dataset name is also a suite of one)")
+    for column in ("suite", "datasets", "n", "description"):
+        table.add_column(column)
+    for name, members in SUITES.items():
+        table.add_row(name, ", ".join(members), str(len(members)), SUITE_DESCRIPTIONS[name])
+    return table
+
+
+def _metrics_table() -> Table:
+    from harness.metrics import METRIC_DESCRIPTIONS, SCORER_VERSION
+
+    table = Table(title=f"Metrics (scorer version {SCORER_VERSION})")
+    table.add_column("metric")
+    table.add_column("definition")
+    for name, description in METRIC_DESCRIPTIONS.items():
+        table.add_row(name, description)
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("ls")
+    def ls(
+        what: str = typer.Argument(..., help="datasets, suites or metrics"),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
+    ) -> None:
+        """List datasets (with counts and source), suites or metrics."""
+        if what not in LISTABLE:
+            raise unknown_name("listing", what, LISTABLE)
+        if what == "datasets":
+            table = _datasets_table(data_dir)
+        elif what == "suites":
+            table = _suites_table()
+        else:
+            table = _metrics_table()
+        console().print(table)

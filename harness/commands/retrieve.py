@@ -1,0 +1,7 @@
+"""`harness retrieve`: filled in by its issue."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Mount this command on ``app``."""

@@ -1,0 +1,38 @@
+"""Frozen value types shared by tasks, retrievers, methods and the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question: a stable ``id``, the question text, every acceptable answer and free metadata."""
+
+    id: str
+    question: str
+    golds: tuple[str, ...]
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Accept any sequence of answers but store a tuple so examples stay immutable and hashable.
+        object.__setattr__(self, "golds", tuple(self.golds))
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One retrievable passage."""
+
+    id: str
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved passage id with its score and 1-based rank."""
+
+    passage_id: str
+    score: float
+    rank: int

@@ -1,0 +1,41 @@
+"""HotpotQA (distractor dev questions, open-domain use).
+
+Evaluation: ``hotpotqa/dev.jsonl`` (7,405, JSONL {question, answer:[str]}). Training pool:
+``hotpotqa_train/train.jsonl`` (500 train questions with evidence sentences, JSONL {question, answer:str,
+...}). Gold paragraphs for 500 dev questions ship in ``hotpotqa/dev_subsampled.jsonl`` (used by the corpus and
+the oracle retriever, not here). Licence: CC BY-SA 4.0.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from harness.formats import read_jsonl, require
+from harness.task import HubSource, Task
+from harness.types import Example
+
+
+class HotpotQA(Task):
+    name = "hotpotqa"
+    title = "HotpotQA"
+    eval_split = "dev"
+    eval_files = ("hotpotqa/dev.jsonl",)
+    train_files = ("hotpotqa_train/train.jsonl",)
+    hub = HubSource("hotpotqa", eval_split="dev", train_split="train")
+    license = "CC BY-SA 4.0"
+
+    @classmethod
+    def read_eval(cls, data_dir: Path) -> Iterator[Example]:
+        path = data_dir / cls.eval_files[0]
+        for line, record in read_jsonl(path):
+            yield Example(f"hotpotqa/dev/{line}", require(record, "question", path, line), require(record, "answer", path, line))
+
+    @classmethod
+    def read_train(cls, data_dir: Path) -> Iterator[Example]:
+        path = data_dir / cls.train_files[0]
+        for line, record in read_jsonl(path):
+            yield Example(
+                f"hotpotqa/train/{line}",
+                require(record, "question", path, line),
+                [require(record, "answer", path, line)],
+                {"level": record.get("level"), "type": record.get("type")},
+            )

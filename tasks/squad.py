@@ -1,0 +1,37 @@
+"""SQuAD v1.1 dev as an open-domain test set (DPR's squad test, questions only).
+
+Evaluation: ``dpr_qas/topics.dpr.squad.test.txt`` (10,570; JSON lines {question, answer:[str]} despite the
+.txt name; repeated annotator answers are kept once). Training pool: ``squad_train_subset/train.jsonl`` (500
+SQuAD train questions, JSONL {query, passage, answer}). Paragraphs for the dev questions ship in
+``bigbench/squad_shifts/squaddev_v1.1.json`` (corpus and oracle). Licence: CC BY-SA 4.0.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from harness.formats import read_jsonl, require
+from harness.task import HubSource, Task
+from harness.types import Example
+
+
+class SQuAD(Task):
+    name = "squad"
+    title = "SQuAD v1.1"
+    eval_split = "dev"
+    eval_files = ("dpr_qas/topics.dpr.squad.test.txt",)
+    train_files = ("squad_train_subset/train.jsonl",)
+    hub = HubSource("squad", eval_split="dev", train_split="train")
+    license = "CC BY-SA 4.0"
+
+    @classmethod
+    def read_eval(cls, data_dir: Path) -> Iterator[Example]:
+        path = data_dir / cls.eval_files[0]
+        for line, record in read_jsonl(path):
+            answers = list(dict.fromkeys(require(record, "answer", path, line)))  # de-duplicate, keep order
+            yield Example(f"squad/dev/{line}", require(record, "question", path, line), answers)
+
+    @classmethod
+    def read_train(cls, data_dir: Path) -> Iterator[Example]:
+        path = data_dir / cls.train_files[0]
+        for line, record in read_jsonl(path):
+            yield Example(f"squad/train/{line}", require(record, "query", path, line), [require(record, "answer", path, line)])

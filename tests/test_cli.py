@@ -1,0 +1,53 @@
+"""The `harness` command as a user runs it: exit codes, one-line errors, tables."""
+
+import subprocess
+import sys
+
+from harness.cli import main
+
+
+def test_unknown_listing_exits_2_with_did_you_mean(capsys):
+    assert main(["ls", "datasetz"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (
+        "error: unknown listing 'datasetz'. Did you mean 'datasets'? Valid listings: datasets, metrics, suites."
+    )
+    assert "Traceback" not in captured.err
+
+
+def test_ls_suites_and_metrics(capsys):
+    assert main(["ls", "suites"]) == 0
+    out = capsys.readouterr().out
+    assert "qa12" in out and "heldout" in out and "popqa, fermi, musique, bamboogle" in out
+    assert main(["ls", "metrics"]) == 0
+    out = capsys.readouterr().out
+    assert "exact_match" in out and "regex_match" in out
+
+
+def test_ls_datasets_counts(capsys, real_data_dir):
+    assert main(["ls", "datasets", "--data-dir", str(real_data_dir)]) == 0
+    out = capsys.readouterr().out
+    for count in ("3,610", "11,313", "14,267", "125"):
+        assert count in out
+
+
+def test_data_check_reports_missing_files_and_exits_1(tmp_path, capsys):
+    (tmp_path / "bamboogle").mkdir()
+    (tmp_path / "bamboogle" / "bamboogle_test_questions_and_answers.json").write_text('[{"question": "q", "answer": "a"}]')
+    assert main(["data", "check", "--data-dir", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "bamboogle" in out and "missing" in out and "hub only" in out
+
+
+def test_data_check_missing_dir_is_a_one_line_error(tmp_path, capsys):
+    assert main(["data", "check", "--data-dir", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: data directory") and err.count("\n") == 1
+
+
+def test_console_script_entry_point():
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "ls", "suitez"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2
+    assert "Did you mean 'suites'?" in done.stderr

@@ -1,0 +1,143 @@
+"""Every registered dataset against the manifest: counts, stable unique ids, disjoint train/eval pools."""
+
+import json
+import sys
+
+import pytest
+
+from harness.datasets import in_carve_out, load_examples
+from harness.errors import HarnessError, NotAvailableOffline
+from harness.metrics import METRICS, normalize_answer
+from harness.plugins import DATASETS
+from harness.suites import SUITES, resolve_suite
+
+# Evaluation counts from ../shared/data/MANIFEST.md (2wiki: 12,576 minus its training carve-out).
+EXPECTED_EVAL = {
+    "triviaqa": 11313,
+    "nq": 3610,
+    "hotpotqa": 7405,
+    "squad": 10570,
+    "webq": 2032,
+    "2wiki": 11310,
+    "coqa": 500,
+    "popqa": 14267,
+    "fermi": 1000,
+    "musique": 2417,
+    "bamboogle": 125,
+    "curatedtrec": 694,
+    "strategyqa": 2290,
+}
+LOCAL = sorted(EXPECTED_EVAL)
+WITH_TRAIN_POOL = ["triviaqa", "nq", "hotpotqa", "squad", "webq", "2wiki", "coqa"]
+
+
+def test_registry_holds_the_papers_twelve_and_two_extra():
+    assert DATASETS.names() == [*SUITES["qa12"], "curatedtrec", "strategyqa"]
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_task_card_is_complete(name):
+    task = DATASETS.get(name)
+    assert task.name == name
+    assert task.title and task.eval_split
+    assert task.metrics and all(metric in METRICS for metric in task.metrics)
+    assert task.held_out == (name in SUITES["heldout"])
+    assert sys.modules[task.__module__].__doc__, "every task file carries a task card docstring"
+
+
+@pytest.mark.parametrize("name", LOCAL)
+def test_eval_counts_match_manifest_and_ids_are_unique(name, real_data_dir):
+    examples = load_examples(name, data_dir=real_data_dir)
+    assert len(examples) == EXPECTED_EVAL[name]
+    assert len({e.id for e in examples}) == len(examples)
+    assert all(e.question.strip() and e.golds and all(isinstance(g, str) for g in e.golds) for e in examples)
+
+
+def test_ids_and_contents_are_stable(real_data_dir):
+    nq = load_examples("nq", data_dir=real_data_dir, limit=2)
+    assert [(e.id, e.question, e.golds) for e in nq] == [
+        ("nq/test/1", "when was the last time anyone was on the moon", ("14 December 1972 UTC", "December 1972")),
+        ("nq/test/2", "who wrote he ain't heavy he's my brother lyrics", ("Bobby Scott", "Bob Russell")),
+    ]
+    webq = load_examples("webq", data_dir=real_data_dir, limit=1)[0]
+    assert webq.id == "webq/wqs000000" and webq.golds == ("Jamaican Creole English Language", "Jamaican English")
+    coqa = load_examples("coqa", data_dir=real_data_dir, limit=1)[0]
+    assert coqa.id == "coqa/3qilpralq5vi87zcuu9wth7dbav8nv/1"
+    assert coqa.question == "who is the most famous mouse?" and coqa.golds == ("Mickey Mouse.", "Mickey Mouse")
+    squad = load_examples("squad", data_dir=real_data_dir, limit=1)[0]
+    assert squad.golds == ("Denver Broncos",)  # three identical annotator answers kept once
+    strategy = load_examples("strategyqa", data_dir=real_data_dir, limit=1)[0]
+    assert strategy.id == "strategyqa/b8677742616fef051f00" and strategy.golds == ("yes",)
+
+
+@pytest.mark.parametrize("name", WITH_TRAIN_POOL)
+def test_train_and_eval_never_share_a_normalised_question(name, real_data_dir):
+    evaluation = {normalize_answer(e.question) for e in load_examples(name, data_dir=real_data_dir)}
+    train = load_examples(name, "train", data_dir=real_data_dir)
+    assert len(train) > 100
+    assert not evaluation & {normalize_answer(e.question) for e in train}
+    assert not {e.id for e in train} & {e.id for e in load_examples(name, data_dir=real_data_dir)}
+
+
+def test_training_pool_sizes(real_data_dir):
+    sizes = {name: len(load_examples(name, "train", data_dir=real_data_dir)) for name in WITH_TRAIN_POOL}
+    # Files minus questions that also occur (after normalisation) in the evaluation split.
+    assert sizes == {"triviaqa": 8829, "nq": 10549, "hotpotqa": 500, "squad": 500, "webq": 3771, "2wiki": 1266, "coqa": 200}
+
+
+def test_carve_out_is_deterministic(real_data_dir):
+    # The first 2wiki dev question is carved out for training, the second is kept for evaluation.
+    assert in_carve_out("Who is the mother of the director of film Polish-Russian War (Film)?", 10)
+    assert not in_carve_out("Which film came out first, Blind Shaft or The Mask Of Fu Manchu?", 10)
+    assert load_examples("2wiki", data_dir=real_data_dir)[0].id == "2wiki/dev/2"
+    # Normalisation makes the carve-out insensitive to case and punctuation.
+    question = load_examples("2wiki", "train", data_dir=real_data_dir)[0].question
+    assert in_carve_out(question.upper() + "?!", 10)
+
+
+@pytest.mark.parametrize("name", SUITES["heldout"])
+def test_held_out_datasets_have_no_training_split(name, real_data_dir):
+    with pytest.raises(HarnessError, match="held-out dataset"):
+        load_examples(name, "train", data_dir=real_data_dir)
+
+
+def test_msmarco_reports_not_available_offline(real_data_dir, monkeypatch):
+    monkeypatch.setattr("harness.datasets.hub_online", lambda: False)
+    with pytest.raises(NotAvailableOffline, match="msmarco is not available offline"):
+        load_examples("msmarco", data_dir=real_data_dir)
+
+
+def test_limit_takes_the_first_examples(real_data_dir):
+    assert [e.id for e in load_examples("bamboogle", data_dir=real_data_dir, limit=3)] == [
+        "bamboogle/test/0",
+        "bamboogle/test/1",
+        "bamboogle/test/2",
+    ]
+
+
+def test_other_data_dir_and_missing_file(tmp_path):
+    (tmp_path / "nq_open").mkdir()
+    rows = [{"question": "who?", "answer": ["me"]}, {"question": "what?", "answer": ["it", "that"]}]
+    (tmp_path / "nq_open" / "NQ-open.dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples = load_examples("nq", data_dir=tmp_path)
+    assert [(e.id, e.question, e.golds) for e in examples] == [("nq/test/1", "who?", ("me",)), ("nq/test/2", "what?", ("it", "that"))]
+    with pytest.raises(HarnessError, match=r"popqa: missing popqa/test\.jsonl under .*; pass --data-dir DIR"):
+        load_examples("popqa", data_dir=tmp_path, source="local")
+
+
+def test_malformed_line_names_file_and_line(tmp_path):
+    (tmp_path / "musique").mkdir()
+    (tmp_path / "musique" / "dev.jsonl").write_text('{"question": "q", "answer": ["a"]}\n{"question": \n')
+    with pytest.raises(HarnessError, match=r"musique/dev\.jsonl:2: not valid JSON"):
+        load_examples("musique", data_dir=tmp_path)
+    (tmp_path / "musique" / "dev.jsonl").write_text('{"question": "q"}\n')
+    with pytest.raises(HarnessError, match=r"dev\.jsonl:1: record has no 'answer' field"):
+        load_examples("musique", data_dir=tmp_path)
+
+
+def test_suites():
+    assert len(SUITES["qa12"]) == 12 and SUITES["qa9"] == SUITES["qa12"][:9]
+    assert len(SUITES["indomain"]) == 8 and not set(SUITES["indomain"]) & set(SUITES["heldout"])
+    assert resolve_suite("heldout,nq,popqa") == ("popqa", "fermi", "musique", "bamboogle", "nq")
+    with pytest.raises(HarnessError, match="Did you mean 'qa12'"):
+        resolve_suite("qa13")
