@@ -1,0 +1,71 @@
+"""The frozen, canonical description of one result cell, and its content key.
+
+Everything that can change a cell's predictions or scores is a field here; nothing else is (batch size, device
+and paths are deliberately absent). The key is the SHA-256 of the canonical JSON of the spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Bump when the on-disk layout of a cell (spec.json, predictions.jsonl, metrics.json) changes meaning.
+RESULT_SCHEMA_VERSION = 1
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON: sorted keys, no whitespace, UTF-8 kept; tuples and lists serialise alike."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def content_hash(value: Any, length: int = 20) -> str:
+    """Hex SHA-256 prefix of ``value``'s canonical JSON (strings and bytes are hashed as they are)."""
+    if isinstance(value, bytes):
+        data = value
+    elif isinstance(value, str):
+        data = value.encode("utf-8")
+    else:
+        data = canonical_json(value).encode("utf-8")
+    return hashlib.sha256(data).hexdigest()[:length]
+
+
+def example_ids_hash(ids: Sequence[str]) -> str:
+    """Hash of the evaluated example ids, in order."""
+    return content_hash(list(ids))
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One evaluation cell: a dataset slice x retriever x model x method x decoding x scorer."""
+
+    dataset: str
+    split: str
+    example_ids_hash: str
+    n_examples: int
+    retriever: Mapping[str, Any]  # the retriever's spec(): id, parameters, corpus fingerprint
+    passages: int  # m, the number of retrieved passages in the input
+    model: Mapping[str, Any]  # model id and weights hash
+    method: Mapping[str, Any]  # method name, its parameters, checkpoint hash for trained methods
+    template_hash: str
+    decoding: Mapping[str, Any]
+    scorer_version: str
+    metrics: tuple[str, ...]
+    schema_version: int = field(default=RESULT_SCHEMA_VERSION)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["metrics"] = list(self.metrics)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CellSpec:
+        return cls(**{**data, "metrics": tuple(data["metrics"])})
+
+    def canonical(self) -> str:
+        return canonical_json(self.to_dict())
+
+    def key(self) -> str:
+        return content_hash(self.canonical())
