@@ -1,0 +1,82 @@
+"""`harness leaderboard`: dataset x method tables from the result store (reads nothing else)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from harness.console import console
+from harness.errors import HarnessError
+from harness.registry import unknown_name
+
+FORMATS = ("table", "md", "csv", "json")
+
+
+def _rich_table(frame, title: str, value_format: str = "{:.1f}") -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column(frame.index.name or "dataset")
+    for column in frame.columns:
+        table.add_column(" ".join(map(str, column)) if isinstance(column, tuple) else str(column), justify="right")
+    for index, row in frame.iterrows():
+        style = "bold" if str(index).startswith("avg") or str(index).startswith("average") else None
+        cells = ["-" if v != v else (value_format.format(v) if isinstance(v, float) else str(v)) for v in row]
+        table.add_row(str(index), *cells, style=style)
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("leaderboard")
+    def leaderboard_command(
+        suite: str = typer.Option("qa12", "--suite", help="suite(s) or dataset(s), comma-separated"),
+        model: Optional[str] = typer.Option(None, "--model", help="backbone id to show"),
+        retriever: Optional[str] = typer.Option(None, "--retriever", help="only cells of this retriever"),
+        method: Optional[str] = typer.Option(None, "--method", help="only these methods (labels), comma-separated"),
+        metrics: str = typer.Option("exact_match,f1", "--metrics", help="comma-separated metric names"),
+        fmt: str = typer.Option("table", "--format", help="table, md, csv or json"),
+        compare: Optional[str] = typer.Option(None, "--compare", help="A,B: paired bootstrap CI of B - A"),
+        all_models: bool = typer.Option(False, "--all-models", help="allow several backbones in one table"),
+        results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
+    ) -> None:
+        """Print the leaderboard of finished cells: EM/F1 per dataset and method, with averages."""
+        from harness.leaderboard import cells_frame, compare as compare_methods, leaderboard, render, select
+        from harness.metrics import METRICS
+        from harness.store import Store
+        from harness.suites import resolve_suite
+
+        if fmt not in FORMATS:
+            raise unknown_name("format", fmt, FORMATS)
+        metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
+        for name in metric_names:
+            if name not in METRICS:
+                raise unknown_name("metric", name, METRICS)
+        datasets = resolve_suite(suite)
+        store = Store(results)
+        picked = select(
+            cells_frame(store),
+            datasets,
+            model=model,
+            retriever=retriever,
+            methods=[m.strip() for m in method.split(",")] if method else None,
+            all_models=all_models,
+        )
+        out = console()
+        if compare:
+            parts = [p.strip() for p in compare.split(",")]
+            if len(parts) != 2:
+                raise HarnessError("--compare takes two method labels: A,B (prints B - A)")
+            for metric in metric_names:
+                result = compare_methods(store, picked, parts[0], parts[1], metric)
+                if fmt == "table":
+                    out.print(_rich_table(result.table, result.header, "{:+.2f}"))
+                else:
+                    print(result.header)
+                    print(result.table.round(3).to_csv() if fmt == "csv" else result.table.round(3).to_markdown())
+            return
+        board = leaderboard(picked, datasets, metric_names)
+        if fmt == "table":
+            out.print(_rich_table(board.table, board.header))
+        else:
+            print(render(board, fmt), end="")

@@ -1,0 +1,100 @@
+"""Leaderboard and paired comparison computed from a small store written through the Store API."""
+
+import io
+import json
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.errors import HarnessError
+from harness.leaderboard import cells_frame, compare, leaderboard, method_label, render, select
+from harness.spec import CellSpec, example_ids_hash
+from harness.store import Store
+
+
+def _write(store, dataset, method, scores, model="tiny"):
+    ids = [f"{dataset}/{i}" for i in range(len(scores))]
+    spec = CellSpec(
+        dataset=dataset,
+        split="eval",
+        example_ids_hash=example_ids_hash(ids),
+        n_examples=len(ids),
+        retriever={"name": "bm25", "corpus_fingerprint": "c"},
+        passages=3,
+        model={"id": model, "weights_hash": "w"},
+        method=method,
+        template_hash="t",
+        decoding={"max_new_tokens": 32},
+        scorer_version="v",
+        metrics=("exact_match", "f1"),
+    )
+    with store.writing(spec, {"created": "2026-11-28T00:00:00"}) as writer:
+        writer.append([{"id": i, "prediction": "", "metrics": {"exact_match": em, "f1": f1}} for i, (em, f1) in zip(ids, scores)])
+        store.finish(spec, ids)
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(tmp_path)
+    _write(store, "nq", {"name": "prompt"}, [(1, 1), (0, 0.5), (0, 0), (1, 1)])  # EM 50, F1 62.5
+    _write(store, "nq", {"name": "spring", "tokens": 50}, [(1, 1), (1, 1), (0, 0.5), (1, 1)])  # EM 75, F1 87.5
+    _write(store, "popqa", {"name": "prompt"}, [(0, 0), (0, 0.25)])  # EM 0, F1 12.5
+    _write(store, "popqa", {"name": "spring", "tokens": 50}, [(1, 1), (0, 0.25)])  # EM 50, F1 62.5
+    return store
+
+
+def test_method_label():
+    assert method_label({"name": "prompt"}) == "prompt"
+    assert method_label({"name": "spring", "tokens": 5, "lr": 1e-3}) == "spring[tokens=5]"
+
+
+def test_leaderboard_values_and_averages(store):
+    picked = select(cells_frame(store), ["nq", "popqa"])
+    board = leaderboard(picked, ["nq", "popqa"], ["exact_match", "f1"])
+    table = board.table
+    assert list(table.index) == ["nq", "popqa *", "avg in-domain (1)", "avg held-out (1)", "avg all (2)"]
+    assert table.loc["nq", ("prompt", "EM")] == 50.0
+    assert table.loc["nq", ("spring[tokens=50]", "F1")] == 87.5
+    assert table.loc["popqa *", ("prompt", "F1")] == 12.5
+    assert table.loc["avg all (2)", ("spring[tokens=50]", "EM")] == 62.5
+    assert table.loc["avg all (2)", ("prompt", "F1")] == 37.5
+    assert "backbone tiny" in board.header and "retriever bm25" in board.header
+
+
+def test_formats_load_in_pandas(store):
+    board = leaderboard(select(cells_frame(store), ["nq", "popqa"]), ["nq", "popqa"], ["exact_match", "f1"])
+    csv = pd.read_csv(io.StringIO(render(board, "csv")), index_col=0)
+    assert csv.loc["nq", "prompt EM"] == 50.0
+    records = pd.DataFrame(json.loads(render(board, "json")))
+    assert records.set_index("dataset").loc["popqa *", "spring[tokens=50] EM"] == 50.0
+    md = render(board, "md")
+    assert "| nq " in md and "50.00" in md
+
+
+def test_paired_comparison(store):
+    picked = select(cells_frame(store), ["nq", "popqa"])
+    result = compare(store, picked, "prompt", "spring[tokens=50]", "exact_match")
+    assert result.table.loc["nq", "diff"] == 25.0
+    assert result.table.loc["popqa", "diff"] == 50.0
+    assert result.table.loc["average (2)", "diff"] == 37.5
+    low, high = result.table.loc["nq", ["ci_low", "ci_high"]]
+    assert 0.0 <= low <= 25.0 <= high <= 75.0  # paired diffs (0, 1, 0, 0): 4 draws hold three 1s < 5% of the time
+
+
+def test_mixed_backbones_are_refused_unless_asked(store):
+    _write(store, "nq", {"name": "prompt"}, [(1, 1)], model="other")
+    with pytest.raises(HarnessError, match="several backbones .*--model"):
+        select(cells_frame(store), ["nq"])
+    assert len(select(cells_frame(store), ["nq"], all_models=True)) == 3
+    assert len(select(cells_frame(store), ["nq"], model="other")) == 1
+
+
+def test_cli_leaderboard(store, capsys):
+    assert main(["leaderboard", "--suite", "nq,popqa", "--format", "csv", "--results", str(store.root)]) == 0
+    frame = pd.read_csv(io.StringIO(capsys.readouterr().out), index_col=0)
+    assert frame.loc["avg all (2)", "spring[tokens=50] F1"] == 75.0
+    assert main(["leaderboard", "--format", "xml", "--results", str(store.root)]) == 2
+    assert "unknown format 'xml'" in capsys.readouterr().err
+    assert main(["leaderboard", "--results", str(store.root / "empty")]) == 2
+    assert "holds no finished cell" in capsys.readouterr().err
