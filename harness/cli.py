@@ -11,7 +11,7 @@ import typer
 from harness.errors import HarnessError
 
 # Each module exposes register(app); the order is the order of `harness --help`.
-COMMAND_MODULES = ("ls", "data", "corpus", "retrieve", "generate", "leaderboard")
+COMMAND_MODULES = ("ls", "data", "corpus", "retrieve", "generate", "leaderboard", "plot")
 
 app = typer.Typer(
     name="harness",

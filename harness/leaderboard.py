@@ -18,12 +18,12 @@ from harness.store import CellRecord, Store
 from harness.suites import SUITES
 
 # Method parameters shown in a row label, in this order, when a method spec carries them.
-LABEL_PARAMETERS = ("tokens", "placement", "shots")
+LABEL_PARAMETERS = ("tokens", "fixed_k", "placement", "shots")
 
 
 def method_label(method: dict) -> str:
-    """``spring`` -> ``spring``; ``{"name": "spring", "tokens": 5}`` -> ``spring[tokens=5]``."""
-    shown = [f"{p}={method[p]}" for p in LABEL_PARAMETERS if method.get(p) is not None]
+    """``{"name": "spring", "tokens": 5, "fixed_k": True}`` -> ``spring[tokens=5,fixed_k]`` (flags by name)."""
+    shown = [p if method[p] is True else f"{p}={method[p]}" for p in LABEL_PARAMETERS if method.get(p) not in (None, False)]
     return f"{method['name']}[{','.join(shown)}]" if shown else method["name"]
 
 
@@ -40,7 +40,7 @@ def cells_frame(store: Store) -> pd.DataFrame:
             "example_ids_hash": spec.example_ids_hash,
             "held_out": spec.dataset in SUITES["heldout"],
             "method": method_label(dict(spec.method)),
-            "retriever": spec.retriever.get("name", "?"),
+            "retriever": spec.retriever.get("name") or spec.retriever.get("retriever", "?"),
             "passages": spec.passages,
             "model": spec.model.get("id", "?"),
             "created": cell.provenance.get("created", ""),
@@ -89,8 +89,8 @@ def select(
     # Several limits of the same cell: keep the largest evaluation, so re-runs with --full replace samples.
     picked = picked.sort_values(["n", "created"]).groupby(
         ["dataset", "method", "retriever", "passages", "model"], as_index=False
-    ).last()
-    return picked
+    ).tail(1)
+    return picked.reset_index(drop=True)
 
 
 def leaderboard(picked: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str]) -> Leaderboard:
