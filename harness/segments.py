@@ -1,0 +1,205 @@
+"""Model inputs as ordered segments: token ids or embedding rows (virtual tokens are just another segment).
+
+A method turns (example, passages) into ``list[Segment]``; the generation engine embeds each segment, concatenates
+them and decodes. Keeping the pieces separate (instead of one tokenized string) buys two things:
+
+* virtual tokens (SPRING) slot in anywhere as an :class:`EmbeddingSegment`;
+* the passages block is tokenized on its own, so its token ids are identical whatever follows it. That is what
+  lets the engine compute the block's KV cache once and continue several methods / token counts from it.
+
+Each text piece is tokenized with ``add_special_tokens=False``; the tokenizer's own leading special tokens (BOS for
+Llama/Mistral, none for SmolLM2) are one ``bos`` segment at the very start.
+
+Passage block format (the paper): ``[i] {title} {text}\\n`` per passage, i from 1, then a blank line. It is two
+segments: the passage lines (``passages``, truncatable) and the final ``\\n\\n`` (``passages-end``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.templates import PASSAGES, VIRTUAL, Template
+from harness.types import Passage
+
+BOS = "bos"
+CHAT = "chat"
+PASSAGE_LINES = "passages"
+PASSAGES_END = "passages-end"
+TEXT = "text"
+VIRTUAL_TOKENS = "virtual"
+PASSAGES_BLOCK_END = "\n\n"  # the last passage's newline plus the blank line
+_CHAT_SENTINEL = "\u2063HARNESS-CONTENT\u2063"
+
+
+@dataclass(frozen=True)
+class TokenSegment:
+    """Token ids. Only ``truncatable`` segments (the passage lines) are ever shortened."""
+
+    ids: tuple[int, ...]
+    role: str = TEXT
+    truncatable: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ids", tuple(int(i) for i in self.ids))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True, eq=False)
+class EmbeddingSegment:
+    """Embedding rows ``(k, hidden)`` fed to the model as they are (e.g. k trainable virtual tokens)."""
+
+    rows: Any  # torch.Tensor; typed loosely so this module imports without torch
+    role: str = VIRTUAL_TOKENS
+
+    def __post_init__(self) -> None:
+        if self.rows.dim() != 2:
+            raise ValueError(f"EmbeddingSegment rows must be (k, hidden), got shape {tuple(self.rows.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+
+Segment = TokenSegment | EmbeddingSegment
+
+
+def format_passages(passages: Sequence[Passage]) -> str:
+    """The paper's passages block: ``[i] {title} {text}\\n`` per passage, then a blank line ("" for none)."""
+    if not passages:
+        return ""
+    return "".join(f"[{i}] {p.title} {p.text}\n" for i, p in enumerate(passages, start=1)) + "\n"
+
+
+def tokenize(tokenizer: Any, text: str) -> tuple[int, ...]:
+    """Token ids of ``text`` without any special tokens added."""
+    return tuple(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else ()
+
+
+def leading_special_ids(tokenizer: Any) -> tuple[int, ...]:
+    """The special tokens the tokenizer puts before any text by default (BOS for Llama-2, none for SmolLM2)."""
+    plain = tokenize(tokenizer, "a")
+    full = tuple(tokenizer("a")["input_ids"])
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start]
+    return ()
+
+
+def passage_segments(tokenizer: Any, passages: Sequence[Passage]) -> list[TokenSegment]:
+    """The passages block as ``[passage lines (truncatable), "\\n\\n"]`` ([] when there are no passages)."""
+    block = format_passages(passages)
+    if not block:
+        return []
+    lines = block.removesuffix(PASSAGES_BLOCK_END)
+    return [
+        TokenSegment(tokenize(tokenizer, lines), PASSAGE_LINES, truncatable=True),
+        TokenSegment(tokenize(tokenizer, PASSAGES_BLOCK_END), PASSAGES_END),
+    ]
+
+
+def build_segments(
+    template: Template,
+    question: str,
+    passages: Sequence[Passage],
+    tokenizer: Any,
+    *,
+    virtual: EmbeddingSegment | None = None,
+    chat_template: bool = False,
+) -> list[Segment]:
+    """The segments for ``template`` filled with ``question``, ``passages`` and optional ``virtual`` tokens.
+
+    With ``chat_template`` the whole rendered template becomes the user turn of the tokenizer's chat template
+    (off by default: the paper feeds the raw template).
+    """
+    if (VIRTUAL in template.slots) != (virtual is not None):
+        raise ValueError(f"template {template.name!r} and the virtual-token segment do not match")
+    body: list[Segment] = []
+    for kind, value in template.pieces(question):
+        if kind == PASSAGES:
+            body.extend(passage_segments(tokenizer, passages))
+        elif kind == VIRTUAL:
+            body.append(virtual)
+        else:
+            body.append(TokenSegment(tokenize(tokenizer, value), TEXT))
+    if not chat_template:
+        bos = leading_special_ids(tokenizer)
+        return [TokenSegment(bos, BOS), *body] if bos else body
+    before, after = chat_wrapper(tokenizer)
+    return [TokenSegment(tokenize(tokenizer, before), CHAT), *body, TokenSegment(tokenize(tokenizer, after), CHAT)]
+
+
+def chat_wrapper(tokenizer: Any) -> tuple[str, str]:
+    """(text before, text after) the user message in the tokenizer's chat template, generation prompt included."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise HarnessError("this model's tokenizer has no chat template; run without --chat-template")
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": _CHAT_SENTINEL}], tokenize=False, add_generation_prompt=True
+    )
+    before, found, after = rendered.partition(_CHAT_SENTINEL)
+    if not found:
+        raise HarnessError("the tokenizer's chat template does not echo the user message; run without --chat-template")
+    return before, after
+
+
+def input_length(segments: Sequence[Segment]) -> int:
+    return sum(len(s) for s in segments)
+
+
+def truncate(segments: Sequence[Segment], max_tokens: int) -> list[Segment]:
+    """Fit ``segments`` into ``max_tokens`` by cutting passage text from the end of the last passage backwards.
+
+    The question, the instruction, virtual tokens and the block's closing blank line are never cut. A passages
+    segment cut to nothing is dropped (with its closing blank line once no passage text is left at all).
+    """
+    segments = list(segments)
+    excess = input_length(segments) - max_tokens
+    # Walk truncatable segments from the last one backwards, taking tokens off their ends.
+    for index in reversed(range(len(segments))):
+        segment = segments[index]
+        if excess <= 0:
+            break
+        if isinstance(segment, TokenSegment) and segment.truncatable:
+            keep = max(len(segment) - excess, 0)
+            excess -= len(segment) - keep
+            segments[index] = TokenSegment(segment.ids[:keep], segment.role, truncatable=True)
+    if any(isinstance(s, TokenSegment) and s.truncatable and not s.ids for s in segments):
+        segments = [s for s in segments if not (isinstance(s, TokenSegment) and s.truncatable and not s.ids)]
+        if not any(isinstance(s, TokenSegment) and s.role == PASSAGE_LINES for s in segments):
+            segments = [s for s in segments if not (isinstance(s, TokenSegment) and s.role == PASSAGES_END)]
+            excess = input_length(segments) - max_tokens
+    if excess > 0:
+        raise HarnessError(
+            f"input needs {input_length(segments)} tokens without passage text, more than the maximum input "
+            f"length {max_tokens}; the question and instruction are never truncated: raise --max-input-tokens"
+        )
+    return segments
+
+
+def split_after_passages(segments: Sequence[Segment]) -> tuple[list[Segment], list[Segment]]:
+    """(prefix ending with the passages block, the rest): the shared part for KV-cache prefix reuse.
+
+    Without a passages block the prefix is the leading BOS/chat segments only.
+    """
+    cut = 0
+    for index, segment in enumerate(segments):
+        if segment.role in (BOS, CHAT) and index == cut:
+            cut = index + 1
+        if segment.role == PASSAGES_END:
+            cut = index + 1
+            break
+    return list(segments[:cut]), list(segments[cut:])
+
+
+def render_segments(segments: Sequence[Segment], tokenizer: Any) -> str:
+    """Human-readable text of an input (virtual tokens shown as ``<T×k>``), for display and debugging."""
+    parts = []
+    for segment in segments:
+        if isinstance(segment, EmbeddingSegment):
+            parts.append(f"<T×{len(segment)}>")
+        else:
+            parts.append(tokenizer.decode(list(segment.ids)))
+    return "".join(parts)

@@ -1,0 +1,102 @@
+"""The shared contract every registered method passes, on the tiny model."""
+
+import json
+from collections.abc import Callable
+
+import pytest
+from tiny_model import tiny_loaded
+
+from harness.errors import UnknownNameError
+from harness.generation import DecodingConfig, Generation, HFBackend
+from harness.methods.base import Method
+from harness.plugins import METHODS
+from harness.segments import EmbeddingSegment, TokenSegment, input_length
+from harness.types import Example, Passage
+
+EXAMPLE = Example("t/1", "who was charles darwin?", ["English naturalist"])
+PASSAGES = [
+    Passage("a", "Darwin", "Charles Darwin was an English naturalist, geologist and biologist."),
+    Passage("b", "Paris", "Paris is the capital of France."),
+]
+
+
+def _prepared_spring() -> Method:
+    """SPRING with random tokens in place of trained ones (training has its own tests in test_spring.py)."""
+    import torch
+
+    method = METHODS.get("spring")(tokens=2, n=3)
+    method.weights = torch.randn(3, tiny_loaded().model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    return method
+
+
+# Methods that need training or extra inputs before they can build an input give a factory here.
+def _prepared_spring_plus() -> Method:
+    method = METHODS.get("spring-plus")(tokens=2, n=3)
+    method.weights = _prepared_spring().weights
+    return method
+
+
+def _prepared_prefix() -> Method:
+    method = METHODS.get("prefix")(tokens=2, n=3)
+    method.weights = _prepared_spring().weights
+    return method
+
+
+SETUP: dict[str, Callable[[], Method]] = {
+    "spring": _prepared_spring,
+    "spring-plus": _prepared_spring_plus,
+    "prefix": _prepared_prefix,
+}
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return HFBackend(tiny_loaded())
+
+
+def _make(name: str) -> Method:
+    return SETUP[name]() if name in SETUP else METHODS.get(name)()
+
+
+def test_the_paper_baselines_are_registered():
+    assert {"closed-book", "concat", "prompt"} <= set(METHODS.names())
+    with pytest.raises(UnknownNameError, match="Did you mean 'prompt'"):
+        METHODS.check("promt")
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_spec_is_canonical_json_with_the_template_hash(name):
+    method = _make(name)
+    spec = method.spec()
+    assert spec["method"] == name == method.name
+    assert spec["template"] == method.template.spec()
+    assert json.loads(json.dumps(spec, sort_keys=True)) == spec
+    assert _make(name).spec() == spec  # deterministic
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_build_input_gives_segments_that_generate(name, backend):
+    method = _make(name)
+    segments = method.build_input(EXAMPLE, PASSAGES, backend.tokenizer)
+    assert segments and all(isinstance(s, TokenSegment | EmbeddingSegment) for s in segments)
+    closed = method.build_input(EXAMPLE, [], backend.tokenizer)
+    if method.uses_passages:
+        assert input_length(segments) > input_length(closed)
+    else:
+        assert segments == closed  # passages are ignored
+    generations = backend.generate([segments, closed], DecodingConfig(max_new_tokens=4))
+    assert all(isinstance(g, Generation) and len(g.token_ids) <= 4 for g in generations)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_render_matches_the_segments(name, backend):
+    method = _make(name)
+    if any(isinstance(s, EmbeddingSegment) for s in method.build_input(EXAMPLE, PASSAGES, backend.tokenizer)):
+        pytest.skip("inputs with virtual tokens have no plain-text form")
+    text = backend.tokenizer.decode([i for s in method.build_input(EXAMPLE, PASSAGES, backend.tokenizer) for i in s.ids])
+    assert text == backend.tokenizer.bos_token + method.render(EXAMPLE, PASSAGES)
+
+
+def test_chat_template_is_a_parameter_in_the_spec():
+    assert _make("prompt").spec()["params"] == {"chat_template": False}
+    assert METHODS.get("prompt")(chat_template=True).spec()["params"] == {"chat_template": True}
