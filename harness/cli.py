@@ -5,13 +5,12 @@ from __future__ import annotations
 import importlib
 import sys
 
-import click
 import typer
 
 from harness.errors import HarnessError
 
 # Each module exposes register(app); the order is the order of `harness --help`.
-COMMAND_MODULES = ("ls", "data", "corpus", "retrieve", "generate", "leaderboard", "plot")
+COMMAND_MODULES = ("ls", "data", "corpus", "retrieve", "generate", "run", "preserve", "leaderboard", "plot")
 
 app = typer.Typer(
     name="harness",
@@ -28,20 +27,14 @@ for _module in COMMAND_MODULES:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and exit code 2, never a traceback."""
     try:
-        # Without standalone mode click returns the code of a typer.Exit instead of raising it.
-        code = app(args=argv, standalone_mode=False)
+        # Standalone mode: click itself prints usage errors (exit 2) and help, and ends with SystemExit.
+        app(args=argv, prog_name="harness")
     except HarnessError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    except typer.Exit as done:
-        return done.exit_code
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
-        return 1
-    except click.ClickException as error:  # usage errors: click's message, exit code 2
-        error.show()
-        return error.exit_code
-    return code if isinstance(code, int) else 0
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def cells_frame(store: Store) -> pd.DataFrame:
             "method": method_label(dict(spec.method)),
             "retriever": spec.retriever.get("name") or spec.retriever.get("retriever", "?"),
             "passages": spec.passages,
-            "model": spec.model.get("id", "?"),
+            "model": spec.model.get("model") or spec.model.get("id", "?"),
             "created": cell.provenance.get("created", ""),
             "limit": cell.provenance.get("limit"),
         }

@@ -6,25 +6,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
-
-from harness.console import console
+from harness.console import console, frame_table
 from harness.errors import HarnessError
 from harness.registry import unknown_name
 
 FORMATS = ("table", "md", "csv", "json")
-
-
-def _rich_table(frame, title: str, value_format: str = "{:.1f}") -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column(frame.index.name or "dataset")
-    for column in frame.columns:
-        table.add_column(" ".join(map(str, column)) if isinstance(column, tuple) else str(column), justify="right")
-    for index, row in frame.iterrows():
-        style = "bold" if str(index).startswith("avg") or str(index).startswith("average") else None
-        cells = ["-" if v != v else (value_format.format(v) if isinstance(v, float) else str(v)) for v in row]
-        table.add_row(str(index), *cells, style=style)
-    return table
 
 
 def register(app: typer.Typer) -> None:
@@ -38,6 +24,7 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("table", "--format", help="table, md, csv or json"),
         compare: Optional[str] = typer.Option(None, "--compare", help="A,B: paired bootstrap CI of B - A"),
         all_models: bool = typer.Option(False, "--all-models", help="allow several backbones in one table"),
+        preserve: bool = typer.Option(False, "--preserve", help="the preservation table (task x method, vs base)"),
         results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
     ) -> None:
         """Print the leaderboard of finished cells: EM/F1 per dataset and method, with averages."""
@@ -48,6 +35,11 @@ def register(app: typer.Typer) -> None:
 
         if fmt not in FORMATS:
             raise unknown_name("format", fmt, FORMATS)
+        if preserve:
+            from harness.commands.preserve import print_preservation
+
+            print_preservation(results, model, fmt)
+            return
         metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
         for name in metric_names:
             if name not in METRICS:
@@ -70,13 +62,13 @@ def register(app: typer.Typer) -> None:
             for metric in metric_names:
                 result = compare_methods(store, picked, parts[0], parts[1], metric)
                 if fmt == "table":
-                    out.print(_rich_table(result.table, result.header, "{:+.2f}"))
+                    out.print(frame_table(result.table, result.header, "{:+.2f}"))
                 else:
                     print(result.header)
                     print(result.table.round(3).to_csv() if fmt == "csv" else result.table.round(3).to_markdown())
             return
         board = leaderboard(picked, datasets, metric_names)
         if fmt == "table":
-            out.print(_rich_table(board.table, board.header))
+            out.print(frame_table(board.table, board.header))
         else:
             print(render(board, fmt), end="")

@@ -1,0 +1,80 @@
+"""Virtual-token checkpoints: safetensors files with metadata, and the official SPRING ``.pt`` releases."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from harness.errors import HarnessError
+
+TENSOR_NAME = "virtual_tokens"
+
+
+def tensor_hash(tensor: torch.Tensor) -> str:
+    """sha256 (20 hex) of a tensor's dtype, shape and bytes: the checkpoint identity in result keys."""
+    data = tensor.detach().to("cpu", torch.float32).contiguous()
+    digest = hashlib.sha256(f"{tuple(data.shape)}|float32|".encode())
+    digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
+def save_virtual_tokens(path: Path, tokens: torch.Tensor, metadata: Mapping[str, Any]) -> str:
+    """Write ``tokens`` (n, d) in fp32 with string metadata, atomically; returns the tensor hash."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensor = tokens.detach().to("cpu", torch.float32).contiguous()
+    digest = tensor_hash(tensor)
+    meta = {key: str(value) for key, value in metadata.items()} | {"tensor_hash": digest}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({TENSOR_NAME: tensor}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return digest
+
+
+def load_virtual_tokens(path: Path, *, hidden_size: int, weights_hash: str | None = None) -> tuple[torch.Tensor, dict[str, str]]:
+    """Read a checkpoint written by :func:`save_virtual_tokens`, checking it fits this backbone."""
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = dict(handle.metadata() or {})
+        if TENSOR_NAME not in handle.keys():  # noqa: SIM118 - safe_open has no __contains__
+            raise HarnessError(f"{path} holds no {TENSOR_NAME!r} tensor; it is not a harness virtual-token checkpoint")
+        tokens = handle.get_tensor(TENSOR_NAME)
+    _check_fits(path, tokens, hidden_size)
+    if weights_hash is not None and metadata.get("backbone_weights_hash") not in (None, weights_hash):
+        raise HarnessError(
+            f"{path} was trained on backbone {metadata.get('backbone')} (weights {metadata.get('backbone_weights_hash')}),"
+            f" not on the loaded one (weights {weights_hash}); train it for this backbone"
+        )
+    return tokens, metadata
+
+
+def import_official(path: str | os.PathLike, *, hidden_size: int) -> torch.Tensor:
+    """An official SPRING release (``*.added_token_embeddings.pt``: one [n, d] tensor), loaded safely."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"SPRING checkpoint {path} does not exist")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises several types for a non-tensor or unsafe pickle
+        raise HarnessError(f"{path} is not a tensor file loadable with weights_only=True ({type(error).__name__})") from error
+    if isinstance(loaded, Mapping) and len(loaded) == 1:
+        loaded = next(iter(loaded.values()))
+    if not isinstance(loaded, torch.Tensor):
+        raise HarnessError(f"{path} holds a {type(loaded).__name__}, expected one [n, d] tensor")
+    _check_fits(path, loaded, hidden_size)
+    return loaded.to(torch.float32)
+
+
+def _check_fits(path: Path, tokens: torch.Tensor, hidden_size: int) -> None:
+    if tokens.dim() != 2:
+        raise HarnessError(f"{path}: virtual tokens must be a [n, d] tensor, got shape {tuple(tokens.shape)}")
+    if tokens.shape[1] != hidden_size:
+        raise HarnessError(
+            f"{path}: virtual tokens have hidden size {tokens.shape[1]}, the backbone has {hidden_size}; "
+            "they belong to another model"
+        )

@@ -1,0 +1,226 @@
+"""Where trained methods get their weights: the store's checkpoints, an imported file, or training on demand.
+
+Checkpoints live in ``<results>/checkpoints/<method>-<training spec hash>.safetensors`` beside a JSON with the
+full training spec and loss curve. The training spec covers the backbone (id + weights hash), the retriever
+(spec with corpus fingerprint), the training data (ids and passage ids), every hyper-parameter and the method's
+own settings, so a checkpoint is reused exactly when retraining would be asked to do the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import FileLock
+
+from harness import __version__
+from harness.checkpoints import import_official, load_virtual_tokens, save_virtual_tokens, tensor_hash
+from harness.spec import content_hash
+from harness.suites import SUITES
+from harness.training import TrainingConfig, TrainingData, train, training_data
+
+# Bump when the training procedure changes in a way that changes the trained weights.
+TRAINING_VERSION = 1
+
+
+def training_config(context: Any, method_name: str) -> TrainingConfig:
+    """The run's training hyper-parameters (``--option spring.lr=...`` etc. override the defaults)."""
+    overrides = context.training_overrides(method_name)
+    fields = TrainingConfig.__dataclass_fields__
+    values: dict[str, Any] = {"seed": context.config.seed}
+    for key, value in overrides.items():
+        values[key] = type(getattr(TrainingConfig(), key))(value) if key in fields else value
+    return TrainingConfig(**values)
+
+
+def mixed_training_data(context: Any, retriever: str, config: TrainingConfig) -> tuple[TrainingData, dict[str, Any]]:
+    """The in-domain training pools with passages from ``retriever``'s cached runs (none for ``none``), and the
+    retriever spec used for each dataset."""
+    specs: dict[str, Any] = {}
+
+    def retrieve(dataset: str, examples: Any) -> dict[str, list]:
+        specs[dataset] = context.retriever(retriever, dataset).spec()
+        run = context.retrieval(retriever, dataset, "train", examples, config.max_passages)
+        return {e.id: run.passages(e.id) for e in examples}
+
+    data = training_data(
+        SUITES["indomain"], config.examples, config.seed, None if retriever == "none" else retrieve, context.config.data_dir
+    )
+    return data, specs
+
+
+def checkpoint_path(context: Any, method_name: str, spec_hash: str) -> Path:
+    return Path(context.config.results) / "checkpoints" / f"{method_name}-{spec_hash}.safetensors"
+
+
+def spring_tokens(
+    method: Any, context: Any, retriever: str, backend: Any = None, base: dict[str, Any] | None = None
+) -> tuple[torch.Tensor, str]:
+    """SPRING's (n, d) tokens for this backbone and retriever, and their content hash.
+
+    ``backend``/``base``: train on another frozen model than the shared base one (SPRING+ on a LoRA model),
+    identified by ``base`` in the training spec.
+    """
+    from harness.methods.spring import SpringTrainer, initial_tokens
+
+    if method.checkpoint:  # an official release: nothing to train
+        hidden = _hidden_size(context)
+        weights = context.artifact(("official", method.checkpoint), lambda: import_official(method.checkpoint, hidden_size=hidden))
+        if weights.shape[0] != method.n:
+            method.n = int(weights.shape[0])
+        return weights, tensor_hash(weights)
+    config = training_config(context, method.name)
+
+    def build() -> tuple[torch.Tensor, str]:
+        data, retriever_specs = mixed_training_data(context, retriever, config)
+        spec = {
+            "method": method.name,
+            "training_version": TRAINING_VERSION,
+            "backbone": context.model_spec,
+            "base": base,
+            "retriever": {"name": retriever, "per_dataset": retriever_specs},
+            "data": data.spec(),
+            "training": config.spec(),
+            "settings": {"n": method.n, "placement": method.placement, "fixed_k": method.fixed_k, "init": method.init},
+        }
+        spec_hash = content_hash(spec)
+        path = checkpoint_path(context, method.name, spec_hash)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            if not path.is_file():
+                trained_on = backend or context.backend
+                context.log(f"training {method.name} (n={method.n}, {method.placement}, retriever {retriever}) -> {path.name}")
+                for note in data.skipped:
+                    context.log(f"  training pool skipped: {note}")
+                embedding = trained_on.model.get_input_embeddings()
+                initial = initial_tokens(embedding, trained_on.tokenizer, method.n, method.init, config.seed)
+                trainer = SpringTrainer(method, trained_on, initial, config.max_passages)
+                log = train(trainer, data, config, log=context.log)
+                metadata = {
+                    "backbone": context.model_spec["model"],
+                    "backbone_weights_hash": context.model_spec["weights_hash"],
+                    "hidden_size": initial.shape[1],
+                    "n": method.n,
+                    "init": method.init,
+                    "placement": method.placement,
+                    "fixed_k": method.fixed_k,
+                    "training_spec_hash": spec_hash,
+                    "data_hash": data.spec()["ids_hash"],
+                    "harness_version": __version__,
+                }
+                save_virtual_tokens(path, trainer.weight, metadata)
+                path.with_suffix(".json").write_text(
+                    json.dumps({"spec": spec, "log": log.__dict__}, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+                )
+        weights, metadata = load_virtual_tokens(path, hidden_size=_hidden_size(context), weights_hash=context.model_spec["weights_hash"])
+        return weights, metadata["tensor_hash"]
+
+    key = (method.name, retriever, method.n, method.placement, method.fixed_k, method.init, content_hash(base))
+    return context.artifact(key, build)
+
+
+def _hidden_size(context: Any) -> int:
+    from transformers import AutoConfig
+
+    from harness.models import resolve_model_path
+
+    folder, _ = resolve_model_path(context.config.model)
+    config = AutoConfig.from_pretrained(folder)
+    return int(getattr(config, "hidden_size", None) or config.get_text_config().hidden_size)
+
+
+def lora_adapter(method: Any, context: Any, retriever: str) -> tuple[Path, str]:
+    """The trained LoRA adapter folder (PEFT format) for this backbone and retriever, and its content hash."""
+    config = training_config(context, "lora")
+
+    def build() -> tuple[Path, str]:
+        data, retriever_specs = mixed_training_data(context, retriever, config)
+        spec = {
+            "method": "lora",
+            "training_version": TRAINING_VERSION,
+            "backbone": context.model_spec,
+            "retriever": {"name": retriever, "per_dataset": retriever_specs},
+            "data": data.spec(),
+            "training": config.spec(),
+            "settings": {k: v for k, v in method.params().items() if k != "checkpoint_hash"},
+        }
+        spec_hash = content_hash(spec)
+        folder = Path(context.config.results) / "checkpoints" / f"lora-{spec_hash}"
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder) + ".lock"):
+            if not (folder / "adapter_model.safetensors").is_file():
+                context.log(f"training lora (r={method.r}, retriever {retriever}) -> {folder.name}")
+                for note in data.skipped:
+                    context.log(f"  training pool skipped: {note}")
+                _train_lora(method, context, data, config, folder, spec)
+        return folder, _file_hash(folder / "adapter_model.safetensors")
+
+    return context.artifact(("lora", retriever, content_hash(method.params())), build)
+
+
+def _train_lora(method: Any, context: Any, data: TrainingData, config: TrainingConfig, folder: Path, spec: dict) -> None:
+    import dataclasses
+    import os
+    import shutil
+    import tempfile
+
+    from peft import get_peft_model
+
+    from harness.generation import HFBackend
+    from harness.models import load_model
+    from harness.templates import PROMPT
+    from harness.training import answer_loss, draw_inputs
+
+    copy = load_model(context.config.model, dtype=context.config.dtype, trust_remote_code=context.config.trust_remote_code)
+    peft_model = get_peft_model(copy.model, method.peft_config())  # injects the adapter into this copy only
+    peft_model.train()  # LoRA dropout on; the backbone's own weights stay frozen
+    backend = HFBackend(dataclasses.replace(copy, model=peft_model.get_base_model()))
+
+    class LoraTrainer:
+        def parameters(self) -> list[torch.nn.Parameter]:
+            return [p for p in peft_model.parameters() if p.requires_grad]
+
+        def loss(self, batch: Any, rng: Any) -> torch.Tensor:
+            inputs, answers = draw_inputs(PROMPT, batch, rng, backend, config.max_passages)
+            return answer_loss(backend, inputs, answers, prefix_once=False)  # LoRA changes the passages' states
+
+    log = train(LoraTrainer(), data, config, log=context.log)
+    staging = Path(tempfile.mkdtemp(prefix=".lora-", dir=folder.parent))
+    try:
+        peft_model.save_pretrained(staging)
+        (staging / "harness-training.json").write_text(
+            json.dumps({"spec": spec, "log": log.__dict__, "harness_version": __version__}, indent=2, sort_keys=True) + "\n"
+        )
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def lora_backend(method: Any, context: Any) -> Any:
+    """An HFBackend over a separate copy of the backbone with ``method``'s adapter merged in."""
+
+    def build() -> Any:
+        import dataclasses
+
+        from peft import PeftModel
+
+        from harness.generation import HFBackend
+        from harness.models import load_model
+
+        copy = load_model(context.config.model, dtype=context.config.dtype, trust_remote_code=context.config.trust_remote_code)
+        merged = PeftModel.from_pretrained(copy.model, str(method.adapter)).merge_and_unload()
+        merged.eval()
+        merged.requires_grad_(False)
+        return HFBackend(dataclasses.replace(copy, model=merged))
+
+    return context.artifact(("lora-backend", method.checkpoint_hash), build)
+
+
+def _file_hash(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:20]

@@ -1,0 +1,299 @@
+"""`harness run`: expand flags into cells, compute what the store lacks, resume what a crash left.
+
+A cell is dataset x method (+ its token count) x retriever x passages m, on one backbone. Its key is the hash of
+its :class:`~harness.spec.CellSpec`; a complete cell is skipped, a partial one resumes. Shared work is done once:
+the model is loaded only when some cell needs computing, and one retrieval run per (retriever, dataset) at the
+largest m serves every method and m.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+from harness.datasets import load_examples
+from harness.errors import HarnessError
+from harness.metrics import METRICS, SCORER_VERSION
+from harness.plugins import DATASETS, METHODS
+from harness.spec import CellSpec, example_ids_hash
+from harness.store import CellRecord, Store
+from harness.types import Example, Passage
+
+# Examples per dataset when running on a CPU without --limit/--full: sized so the README's main job finishes
+# in about 15 minutes on 2 cores (see README, "CPU budget").
+CPU_DEFAULT_LIMIT = 30
+EXAMPLES_PER_FLUSH = 16  # predictions are written and fsync'ed after each chunk of this many examples
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything `harness run` was asked for, validated."""
+
+    datasets: tuple[str, ...]
+    methods: tuple[str, ...]
+    retrievers: tuple[str, ...] = ("bm25",)
+    passages: tuple[int, ...] = (3,)
+    tokens: tuple[int, ...] | None = None  # for methods with virtual tokens; None = the method's default
+    model: str = "smollm2-135m"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    limit: int | None = None  # None = full evaluation split
+    seed: int = 0
+    force: bool = False
+    results: Path = Path("results")
+    data_dir: Path | None = None
+    corpus: str = "wiki-offline"
+    batch_size: int = 8
+    max_new_tokens: int = 32
+    method_options: tuple[tuple[str, str], ...] = ()  # METHOD.KEY=VALUE pairs for trainable methods
+    skip_unavailable: bool = True  # datasets a suite names but that cannot be loaded are skipped with a notice
+
+
+def select_examples(dataset: str, limit: int | None, seed: int, data_dir: Path | None) -> list[Example]:
+    """The evaluated examples: all, or ``limit`` drawn with ``seed`` (kept in file order)."""
+    examples = load_examples(dataset, data_dir=data_dir)
+    if limit is None or limit >= len(examples):
+        return examples
+    chosen = sorted(random.Random(f"{seed}:{dataset}").sample(range(len(examples)), limit))
+    return [examples[i] for i in chosen]
+
+
+class RunContext:
+    """Shared, lazily built resources of one run: model, backend, retrievers, retrieval runs."""
+
+    def __init__(self, config: RunConfig, log: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.store = Store(config.results)
+        self.log = log
+        self._retrievers: dict[tuple[str, str], Any] = {}
+        self._runs: dict[tuple[str, str, str], Any] = {}
+        self._artifacts: dict[Any, Any] = {}
+
+    def artifact(self, key: Any, build: Callable[[], Any]) -> Any:
+        """``build()`` once per run for ``key`` (trained weights shared by every token count and dataset)."""
+        if key not in self._artifacts:
+            self._artifacts[key] = build()
+        return self._artifacts[key]
+
+    def training_overrides(self, method: str) -> dict[str, str]:
+        """``--option METHOD.KEY=VALUE`` pairs whose KEY is a training hyper-parameter."""
+        from harness.training import TrainingConfig
+
+        fields = TrainingConfig.__dataclass_fields__
+        return {key: value for target, key, value in _split_options(self.config.method_options) if target == method and key in fields}
+
+    @cached_property
+    def model_spec(self) -> dict[str, str]:
+        """The backbone's identity without loading its weights (the key needs it even for cached cells)."""
+        from harness.models import resolve_dtype, resolve_model_path, weights_hash
+
+        folder, model_id = resolve_model_path(self.config.model)
+        return {"model": model_id, "weights_hash": weights_hash(folder), "dtype": resolve_dtype(self.config.dtype)}
+
+    @cached_property
+    def loaded(self):
+        from harness.models import load_model
+
+        self.log(f"loading {self.config.model} ...")
+        loaded = load_model(self.config.model, dtype=self.config.dtype, trust_remote_code=self.config.trust_remote_code)
+        if loaded.spec() != self.model_spec:
+            raise RuntimeError(f"loaded model {loaded.spec()} differs from its resolved identity {self.model_spec}")
+        return loaded
+
+    @cached_property
+    def backend(self):
+        from harness.generation import HFBackend
+
+        return HFBackend(self.loaded)
+
+    @property
+    def decoding(self):
+        from harness.generation import DecodingConfig
+
+        return DecodingConfig(max_new_tokens=self.config.max_new_tokens, batch_size=self.config.batch_size)
+
+    def retriever(self, name: str, dataset: str):
+        from harness.retrieval import RetrieverContext, make_retriever
+
+        if (name, dataset) not in self._retrievers:
+            context = RetrieverContext(corpus=self.config.corpus, data_dir=self.config.data_dir, dataset=dataset)
+            self._retrievers[(name, dataset)] = make_retriever(name, context)
+        return self._retrievers[(name, dataset)]
+
+    def retrieval(self, name: str, dataset: str, split: str, examples: Sequence[Example], k: int):
+        """The cached retrieval run of ``name`` over ``examples`` at depth ``k`` (one per question set)."""
+        from harness.retrieval import get_run
+
+        key = (name, dataset, split, example_ids_hash([e.id for e in examples]))
+        run = self._runs.get(key)
+        if run is None or run.k < k:
+            run = get_run(self.retriever(name, dataset), dataset, split, examples, k, self.config.results)
+            self._runs[key] = run
+        return run
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One planned cell: its spec plus what is needed to compute it."""
+
+    spec: CellSpec
+    method: Any = field(compare=False)
+    retriever: str = "none"
+    examples: tuple[Example, ...] = field(default=(), compare=False)
+
+    @property
+    def key(self) -> str:
+        return self.spec.key()
+
+
+def method_instances(name: str, config: RunConfig) -> list[Any]:
+    """The method objects for ``name``: one per requested token count when the method takes tokens."""
+    from harness.training import TrainingConfig
+
+    cls = METHODS.get(name)
+    training_keys = TrainingConfig.__dataclass_fields__
+    options = {
+        key: value for target, key, value in _split_options(config.method_options) if target == name and key not in training_keys
+    }
+    if getattr(cls, "uses_tokens", False):
+        counts = config.tokens or (cls.default_tokens,)
+        return [cls(tokens=k, **options) for k in counts]
+    if options:
+        raise HarnessError(f"method {name!r} takes no options (got {', '.join(options)})")
+    return [cls()]
+
+
+def _split_options(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    found = []
+    for target_key, value in pairs:
+        target, dot, key = target_key.partition(".")
+        if not dot or not key:
+            raise HarnessError(f"method option {target_key}={value} must look like METHOD.KEY=VALUE")
+        found.append((target, key, value))
+    return found
+
+
+def cell_method_spec(method: Any) -> dict[str, Any]:
+    """The method part of a cell spec: flat ``{"name", **params}`` (template identity is keyed separately)."""
+    spec = method.spec()
+    return {"name": spec["method"], **spec["params"]}
+
+
+def plan(config: RunConfig, context: RunContext) -> tuple[list[Cell], list[str]]:
+    """The cells of ``config`` (in dataset, method, retriever, m order) and notices for skipped datasets."""
+    cells: list[Cell] = []
+    notices: list[str] = []
+    decoding_spec = context.decoding.spec()
+    for dataset in config.datasets:
+        try:
+            examples = select_examples(dataset, config.limit, config.seed, config.data_dir)
+        except HarnessError as error:
+            if not config.skip_unavailable:
+                raise
+            notices.append(f"skipped {dataset}: {error}")
+            continue
+        task = DATASETS.get(dataset)
+        for method_name in config.methods:
+            uses_passages = METHODS.get(method_name).uses_passages
+            for retriever_name in config.retrievers if uses_passages else ("none",):
+                for method in method_instances(method_name, config):
+                    if hasattr(method, "prepare"):
+                        method.prepare(context, retriever_name)  # trained methods load or train their weights
+                    # Closed-book cells (a method without passages, or the `none` retriever) have m = 0.
+                    for m in config.passages if uses_passages and retriever_name != "none" else (0,):
+                        retriever_spec = context.retriever(retriever_name, dataset).spec()
+                        spec = CellSpec(
+                            dataset=dataset,
+                            split="eval",
+                            example_ids_hash=example_ids_hash([e.id for e in examples]),
+                            n_examples=len(examples),
+                            retriever={"name": retriever_name, **retriever_spec},
+                            passages=m,
+                            model=context.model_spec,
+                            method=cell_method_spec(method),
+                            template_hash=method.template.hash,
+                            decoding=decoding_spec,
+                            scorer_version=SCORER_VERSION,
+                            metrics=tuple(task.metrics),
+                        )
+                        cells.append(Cell(spec, method, retriever_name, tuple(examples)))
+    return cells, notices
+
+
+def compute_cell(cell: Cell, context: RunContext, on_batch: Callable[[int], None] = lambda n: None) -> CellRecord | None:
+    """Compute (or resume) one cell; ``None`` when the store already holds it complete."""
+    config = context.config
+    provenance = {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "harness_version": __version__,
+        "limit": config.limit,
+        "seed": config.seed,
+        "batch_size": config.batch_size,
+        "corpus": config.corpus,
+    }
+    store = context.store
+    with store.writing(cell.spec, provenance, force=config.force) as writer:
+        if writer is None:
+            return None
+        ids = [e.id for e in cell.examples]
+        done = writer.done_ids
+        if ids[: len(done)] != done:
+            raise RuntimeError(f"cell {cell.key}: stored predictions are not a prefix of the example order")
+        remaining = list(cell.examples[len(done) :])
+        m = cell.spec.passages
+        run = context.retrieval(cell.retriever, cell.spec.dataset, "eval", cell.examples, m) if m > 0 else None
+        # Methods that change the backbone itself (LoRA) bring their own backend; the others share the base one.
+        backend = cell.method.backend_for(context) if hasattr(cell.method, "backend_for") else context.backend
+        tokenizer = backend.tokenizer
+        for begin in range(0, len(remaining), EXAMPLES_PER_FLUSH):
+            chunk = remaining[begin : begin + EXAMPLES_PER_FLUSH]
+            passages: list[list[Passage]] = [run.passages(e.id)[:m] if run is not None else [] for e in chunk]
+            inputs = [cell.method.build_input(e, p, tokenizer) for e, p in zip(chunk, passages, strict=True)]
+            generations = backend.generate(inputs, context.decoding, reuse_prefix=m > 0)
+            rows = []
+            for example, used, generation in zip(chunk, passages, generations, strict=True):
+                scores = {name: METRICS[name](generation.prediction, list(example.golds)) for name in cell.spec.metrics}
+                rows.append(
+                    {
+                        "id": example.id,
+                        "question": example.question,
+                        "golds": list(example.golds),
+                        "passage_ids": [p.id for p in used],
+                        "prediction": generation.prediction,
+                        "raw": generation.raw,
+                        "input_tokens": generation.input_tokens,
+                        "stop": generation.stop,
+                        "metrics": scores,
+                    }
+                )
+            writer.append(rows)
+            on_batch(len(chunk))
+        return store.finish(cell.spec, ids)
+
+
+def run(config: RunConfig, context: RunContext | None = None, progress: Any = None) -> tuple[list[Cell], list[str]]:
+    """Plan and compute every cell of ``config``; returns the cells and the notices."""
+    context = context or RunContext(config)
+    cells, notices = plan(config, context)
+    todo = [cell for cell in cells if config.force or not context.store.is_complete(cell.key)]
+    if progress is None:
+        for cell in todo:
+            compute_cell(cell, context)
+        return cells, notices
+    overall = progress.add_task("cells", total=len(todo))
+    for index, cell in enumerate(todo, start=1):
+        label = f"cell {index}/{len(todo)} {cell.spec.dataset} {cell.spec.method['name']} {cell.retriever} m={cell.spec.passages}"
+        task = progress.add_task(label, total=len(cell.examples))
+        compute_cell(cell, context, on_batch=lambda n, task=task: progress.advance(task, n))
+        progress.update(task, completed=len(cell.examples))
+        progress.advance(overall)
+    return cells, notices
+
+
+__all__ = ["CPU_DEFAULT_LIMIT", "Cell", "RunConfig", "RunContext", "compute_cell", "plan", "run", "select_examples"]

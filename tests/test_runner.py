@@ -1,0 +1,185 @@
+"""`harness run` on a tiny random model, a tiny corpus and a tiny dataset: cells, caching, resume."""
+
+import json
+
+import pytest
+
+import harness.runner as runner_module
+from harness.cli import main
+from harness.models import load_model
+from harness.runner import RunConfig, RunContext, run
+from harness.store import Store
+from tiny_model import tiny_model_dir
+
+QUESTIONS = [
+    ("who wrote the origin of species", ["Charles Darwin"]),
+    ("what is the capital of france", ["Paris"]),
+    ("how many legs does a spider have", ["eight", "8"]),
+    ("which fox is quick", ["the brown fox"]),
+    ("where is the lazy dog", ["under the fox"]),
+]
+PASSAGES = [
+    {"id": "p1", "title": "Darwin", "text": "Charles Darwin wrote On the Origin of Species in 1859."},
+    {"id": "p2", "title": "Paris", "text": "Paris is the capital and most populous city of France."},
+    {"id": "p3", "title": "Spider", "text": "A spider has eight legs and spins webs."},
+    {"id": "p4", "title": "Fox", "text": "The quick brown fox jumps over the lazy dog."},
+    {"id": "p5", "title": "Dog", "text": "The lazy dog sleeps under the tree all day."},
+]
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    (data / "nq_open").mkdir(parents=True)
+    (data / "nq_open" / "NQ-open.dev.jsonl").write_text(
+        "".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in QUESTIONS)
+    )
+    (data / "dpr_qas").mkdir()
+    (data / "dpr_qas" / "topics.nq.dev.txt").write_text(
+        "who wrote about species\t['Darwin']\nwhat city is in france\t['Paris']\nhow many legs has a spider\t['8']\n"
+    )
+    (data / "nq_open" / "NQ-open.efficientqa.dev.1.1.jsonl").write_text(json.dumps({"question": "is the dog lazy", "answer": ["yes"]}) + "\n")
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(p) + "\n" for p in PASSAGES))
+    return {"data": data, "corpus": corpus, "results": tmp_path / "results"}
+
+
+def _config(world, **overrides):
+    values = dict(
+        datasets=("nq",),
+        methods=("closed-book", "prompt"),
+        retrievers=("bm25",),
+        passages=(2,),
+        model=str(tiny_model_dir()),
+        dtype="fp32",
+        results=world["results"],
+        data_dir=world["data"],
+        corpus=str(world["corpus"]),
+        batch_size=2,
+        max_new_tokens=6,
+    )
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+def _predictions(store_root):
+    store = Store(store_root)
+    return {(c.spec.dataset, c.spec.method["name"]): c.predictions() for c in store.cells()}
+
+
+def test_run_writes_cells_and_a_second_run_loads_nothing(world, monkeypatch):
+    cells, notices = run(_config(world))
+    assert notices == []
+    assert [(c.spec.method["name"], c.retriever, c.spec.passages) for c in cells] == [
+        ("closed-book", "none", 0),
+        ("prompt", "bm25", 2),
+    ]
+    predictions = _predictions(world["results"])
+    closed, prompt = predictions[("nq", "closed-book")], predictions[("nq", "prompt")]
+    assert [row["id"] for row in prompt] == [f"nq/test/{i}" for i in range(1, 6)]
+    assert all(row["passage_ids"] == [] for row in closed)
+    # bm25 returns only passages sharing a term with the question, best first, at most m = 2.
+    assert [row["passage_ids"] for row in prompt] == [["p1"], ["p2"], ["p3"], ["p4"], ["p5", "p4"]]
+    assert set(prompt[0]["metrics"]) == {"exact_match", "f1", "accuracy"}
+
+    # Cached: planning the same run must not even load the model.
+    monkeypatch.setattr(RunContext, "loaded", property(lambda self: pytest.fail("model loaded for a cached run")))
+    again, _ = run(_config(world))
+    assert [c.key for c in again] == [c.key for c in cells]
+
+
+def test_interrupted_cell_resumes_to_the_uninterrupted_predictions(world, tmp_path, monkeypatch):
+    uninterrupted = tmp_path / "uninterrupted"
+    run(_config(world, results=uninterrupted, methods=("prompt",)))
+
+    monkeypatch.setattr(runner_module, "EXAMPLES_PER_FLUSH", 2)
+    from harness.generation import HFBackend
+
+    real_generate = HFBackend.generate
+    calls = {"n": 0}
+
+    def crash_on_second_chunk(self, *args, **kwargs):
+        calls["n"] += kwargs.get("reuse_prefix", False)  # one outer call per chunk (it recurses internally)
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # stands in for a kill between two flushed chunks
+        return real_generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(HFBackend, "generate", crash_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        run(_config(world, methods=("prompt",)))
+    partial = next((world["results"] / "runs").glob(".partial-*")) / "predictions.jsonl"
+    assert len(partial.read_text().splitlines()) == 2
+    run(_config(world, methods=("prompt",)))
+    assert _predictions(world["results"]) == _predictions(uninterrupted)
+
+
+def test_limit_is_a_seeded_sample_and_changes_the_key(world):
+    cells_a, _ = run(_config(world, methods=("closed-book",), limit=3, seed=0))
+    cells_b, _ = run(_config(world, methods=("closed-book",), limit=3, seed=1))
+    ids_a = [e.id for e in cells_a[0].examples]
+    assert len(ids_a) == 3 and ids_a == sorted(ids_a)
+    assert cells_a[0].key != cells_b[0].key or ids_a == [e.id for e in cells_b[0].examples]
+
+
+def test_cli_run_prints_the_leaderboard_and_rejects_bad_flags(world, capsys):
+    args = ["run", "--suite", "nq", "--method", "closed-book", "--model", str(tiny_model_dir()), "--dtype", "fp32",
+            "--results", str(world["results"]), "--data-dir", str(world["data"]), "--corpus", str(world["corpus"]),
+            "--max-new-tokens", "4", "--full"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "closed-book" in out and "full evaluation sets" in out
+    assert main([*args[:3], "--method", "promt", *args[5:]]) == 2
+    assert "Did you mean 'prompt'" in capsys.readouterr().err
+    assert main([*args, "--passages", "0"]) == 2
+    assert "--passages values must be integers >= 1" in capsys.readouterr().err
+
+
+def test_spring_trains_once_and_serves_every_token_count(world, monkeypatch):
+    options = (("spring.n", "3"), ("spring.examples", "4"), ("spring.batch_size", "2"), ("spring.lr", "0.01"))
+    config = _config(world, methods=("spring",), tokens=(1, 3), method_options=options)
+    cells, notices = run(config)
+    assert [(c.spec.method["name"], c.spec.method["tokens"]) for c in cells] == [("spring", 1), ("spring", 3)]
+    checkpoints = list((world["results"] / "checkpoints").glob("spring-*.safetensors"))
+    assert len(checkpoints) == 1
+    hashes = {c.spec.method["checkpoint_hash"] for c in cells}
+    assert len(hashes) == 1 and None not in hashes
+    trained = json.loads(checkpoints[0].with_suffix(".json").read_text())
+    assert trained["spec"]["data"]["n"] == 4 and trained["spec"]["data"]["datasets"] == ["nq"]
+    assert trained["log"]["trainable_parameters"] == 3 * 64
+
+    # A second run finds the checkpoint and the cells: nothing is trained, generated or even loaded.
+    monkeypatch.setattr(RunContext, "loaded", property(lambda self: pytest.fail("model loaded for a cached run")))
+    again, _ = run(config)
+    assert [c.key for c in again] == [c.key for c in cells]
+
+    # A different training budget is a different checkpoint, hence different cell keys.
+    monkeypatch.undo()
+    other, _ = run(_config(world, methods=("spring",), tokens=(1,), method_options=(*options[:1], ("spring.examples", "3"), *options[2:])))
+    assert other[0].key != cells[0].key
+    assert len(list((world["results"] / "checkpoints").glob("spring-*.safetensors"))) == 2
+
+
+def test_lora_and_spring_plus_train_through_the_same_loop(world):
+    import torch
+
+    options = (("lora.examples", "4"), ("lora.batch_size", "2"), ("lora.lr", "0.01"), ("spring-plus.n", "2"),
+               ("spring-plus.examples", "4"), ("spring-plus.batch_size", "2"))
+    config = _config(world, methods=("lora", "spring-plus"), tokens=(2,), method_options=options)
+    context = RunContext(config)
+    cells, _ = run(config, context)
+    adapters = list((world["results"] / "checkpoints").glob("lora-*"))
+    adapters = [a for a in adapters if a.is_dir()]
+    assert len(adapters) == 1 and (adapters[0] / "adapter_config.json").is_file()  # PEFT's own format
+    lora_cell, plus_cell = cells
+    assert lora_cell.spec.method["checkpoint_hash"] == plus_cell.spec.method["lora_checkpoint_hash"]
+    assert len(list((world["results"] / "checkpoints").glob("spring-plus-*.safetensors"))) == 1
+
+    # The merged LoRA model answers a non-RAG prompt differently from the base model; the base is untouched.
+    probe = context.loaded.tokenizer("Question: what is two plus two?\nAnswer:", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        base = context.loaded.model(input_ids=probe).logits
+        adapted = lora_cell.method.backend_for(context).model(input_ids=probe).logits
+        fresh = load_model(str(tiny_model_dir()), dtype="fp32").model(input_ids=probe).logits
+    assert not torch.allclose(base, adapted)
+    assert torch.equal(base, fresh)
