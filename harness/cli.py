@@ -10,7 +10,7 @@ import typer
 from harness.errors import HarnessError
 
 # Each module exposes register(app); the order is the order of `harness --help`.
-COMMAND_MODULES = ("ls", "data", "corpus", "retrieve", "generate", "run", "preserve", "leaderboard", "plot")
+COMMAND_MODULES = ("ls", "data", "corpus", "retrieve", "generate", "train", "run", "preserve", "leaderboard", "plot")
 
 app = typer.Typer(
     name="harness",

@@ -478,7 +478,19 @@ def virtual_tokens_hash(virtual_tokens: Any) -> str:
 # "checkpoint_hash": h}, tensor [k, d]); spring unplugged -> (loaded.model, {"name": "spring", "plugged": False,
 # "tokens": k, "checkpoint_hash": h}, None).
 PreserveModelHook = Callable[..., tuple[Any, dict[str, Any], Any]]
-PRESERVE_MODEL_HOOKS: dict[str, PreserveModelHook] = {}
+def _spring_hook(loaded: Any, store: Any, **options: Any) -> tuple[Any, dict[str, Any], Any]:
+    from harness.methods.trained import preserve_spring
+
+    return preserve_spring(loaded, store, **options)
+
+
+def _lora_hook(loaded: Any, store: Any, **options: Any) -> tuple[Any, dict[str, Any], Any]:
+    from harness.methods.trained import preserve_lora
+
+    return preserve_lora(loaded, store, **options)
+
+
+PRESERVE_MODEL_HOOKS: dict[str, PreserveModelHook] = {"spring": _spring_hook, "lora": _lora_hook}
 
 
 def require_method(method_name: str) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
+from harness.corpus import DEFAULT_CORPUS
 from harness.datasets import load_examples
 from harness.errors import HarnessError
 from harness.metrics import METRICS, SCORER_VERSION
@@ -25,9 +26,10 @@ from harness.spec import CellSpec, example_ids_hash
 from harness.store import CellRecord, Store
 from harness.types import Example, Passage
 
-# Examples per dataset when running on a CPU without --limit/--full: sized so the README's main job finishes
-# in about 15 minutes on 2 cores (see README, "CPU budget").
-CPU_DEFAULT_LIMIT = 30
+# The CPU default, without --limit/--full: examples per dataset and the input length, sized so the README's main
+# job finishes in about 15 minutes on 2 cores (see README, "CPU budget").
+CPU_DEFAULT_LIMIT = 10
+CPU_MAX_INPUT_TOKENS = 384
 EXAMPLES_PER_FLUSH = 16  # predictions are written and fsync'ed after each chunk of this many examples
 
 
@@ -53,6 +55,8 @@ class RunConfig:
     max_new_tokens: int = 32
     method_options: tuple[tuple[str, str], ...] = ()  # METHOD.KEY=VALUE pairs for trainable methods
     skip_unavailable: bool = True  # datasets a suite names but that cannot be loaded are skipped with a notice
+    max_input_tokens: int | None = None  # passage text beyond this is cut (None: the model's context length)
+    cpu_budget: bool = False  # use the CPU training budget (harness.methods.trained.CPU_TRAINING)
 
 
 def select_examples(dataset: str, limit: int | None, seed: int, data_dir: Path | None) -> list[Example]:
@@ -116,15 +120,32 @@ class RunContext:
     def decoding(self):
         from harness.generation import DecodingConfig
 
-        return DecodingConfig(max_new_tokens=self.config.max_new_tokens, batch_size=self.config.batch_size)
+        return DecodingConfig(
+            max_new_tokens=self.config.max_new_tokens,
+            batch_size=self.config.batch_size,
+            max_input_tokens=self.config.max_input_tokens,
+        )
 
     def retriever(self, name: str, dataset: str):
         from harness.retrieval import RetrieverContext, make_retriever
 
         if (name, dataset) not in self._retrievers:
+            if name != "none" and self.config.corpus == DEFAULT_CORPUS:
+                self._ensure_default_corpus()
             context = RetrieverContext(corpus=self.config.corpus, data_dir=self.config.data_dir, dataset=dataset)
             self._retrievers[(name, dataset)] = make_retriever(name, context)
         return self._retrievers[(name, dataset)]
+
+    def _ensure_default_corpus(self) -> None:
+        """Build ``wiki-offline`` from the raw data on first use (a few seconds), so the main job needs no set-up."""
+        if not getattr(self, "_corpus_ready", False):
+            from harness.corpus import build_default_corpus
+            from harness.paths import data_dir
+
+            report = build_default_corpus(data_dir(self.config.data_dir))
+            if report.rebuilt:
+                self.log(f"built corpus {DEFAULT_CORPUS}: {len(report.corpus):,} passages in {report.seconds:.1f} s")
+            self._corpus_ready = True
 
     def retrieval(self, name: str, dataset: str, split: str, examples: Sequence[Example], k: int):
         """The cached retrieval run of ``name`` over ``examples`` at depth ``k`` (one per question set)."""

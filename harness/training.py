@@ -44,6 +44,7 @@ class TrainingConfig:
     grad_clip: float = 1.0
     weight_decay: float = 0.0
     max_passages: int = 5  # each example uses m ~ U{1..max_passages} of its retrieved passages
+    max_input_tokens: int | None = None  # passage text beyond this is cut (None: the model's context length)
     seed: int = 0
 
     def spec(self) -> dict[str, Any]:
@@ -117,10 +118,19 @@ class TrainingLog:
 
 
 def batches(items: Sequence[TrainItem], size: int, rng: random.Random) -> Iterator[list[TrainItem]]:
+    """Shuffled micro-batches of similar input length (sorted within windows of 8 batches, as HF's
+    ``group_by_length``), so left padding wastes little compute; the order of the batches is shuffled too."""
     order = list(range(len(items)))
     rng.shuffle(order)
-    for begin in range(0, len(order), size):
-        yield [items[i] for i in order[begin : begin + size]]
+    length = [sum(len(p.text) for p in item.passages) for item in items]
+    window = 8 * size
+    chunks = []
+    for begin in range(0, len(order), window):
+        part = sorted(order[begin : begin + window], key=lambda i: length[i])
+        chunks += [part[j : j + size] for j in range(0, len(part), size)]
+    rng.shuffle(chunks)
+    for chunk in chunks:
+        yield [items[i] for i in chunk]
 
 
 def train(trainable: Trainable, data: TrainingData, config: TrainingConfig, log: Callable[[str], None] = print) -> TrainingLog:
@@ -185,13 +195,14 @@ def answer_loss(backend: Any, inputs: Sequence[Sequence[Segment]], answers: Sequ
 
 
 def draw_inputs(
-    template: Any, batch: Sequence[TrainItem], rng: random.Random, backend: Any, max_passages: int, virtual: Any = None
+    template: Any, batch: Sequence[TrainItem], rng: random.Random, backend: Any, config: TrainingConfig, virtual: Any = None
 ) -> tuple[list[list[Segment]], list[tuple[int, ...]]]:
     """Training inputs of one micro-batch: m ~ U{1..max_passages} passages, one random gold as `` answer</s>``."""
     from harness.segments import TokenSegment, build_segments, tokenize, truncate
 
     tokenizer = backend.tokenizer
-    limit = backend.context_length()
+    max_passages = config.max_passages
+    limit = config.max_input_tokens or backend.context_length()
     inputs, answers = [], []
     for item in batch:
         m = rng.randint(1, min(max_passages, len(item.passages))) if item.passages else 0

@@ -61,9 +61,26 @@ def test_parse_tasks_methods_and_shots():
         preserve.parse_shots("8", ["mmlu"])  # MMLU's dev pool holds 5 exemplars per subject
 
 
-def test_trained_methods_need_a_checkpoint(loaded):
-    with pytest.raises(HarnessError, match=r"method lora for preserve needs a trained checkpoint; run `harness run --method lora` first"):
-        preserve.resolve_preserve_model("lora", loaded)
+def test_trained_methods_need_a_checkpoint(loaded, tmp_path):
+    from harness.store import Store
+
+    with pytest.raises(HarnessError, match=r"no lora checkpoint for this backbone .*; run `harness run --method lora` first"):
+        preserve.resolve_preserve_model("lora", loaded, Store(tmp_path))
+
+
+def test_spring_unplugged_is_the_base_model_and_plugged_adds_its_tokens(loaded, tmp_path):
+    import torch
+
+    from harness.checkpoints import save_virtual_tokens
+    from harness.store import Store
+
+    hidden = loaded.model.config.hidden_size
+    tokens = torch.randn(4, hidden)
+    save_virtual_tokens(tmp_path / "checkpoints" / "spring-x.safetensors", tokens, {"backbone_weights_hash": loaded.weights_hash})
+    model, spec, virtual = preserve.resolve_preserve_model("spring", loaded, Store(tmp_path), plugged=False)
+    assert model is loaded.model and virtual is None and spec["plugged"] is False
+    model, spec, virtual = preserve.resolve_preserve_model("spring", loaded, Store(tmp_path), plugged=True)
+    assert model is loaded.model and torch.equal(virtual, tokens) and spec["tokens"] == 4
     model, spec, tokens = preserve.resolve_preserve_model("base", loaded)
     assert model is loaded.model and spec == {"name": "base"} and tokens is None
 
@@ -275,4 +292,4 @@ def test_cli_command_runs_base_and_prints_the_table(loaded, small_data, tmp_path
     )
     failing = CliRunner().invoke(app, ["preserve", "--tasks", "boolq", "--method", "base,lora", "--data-dir", str(small_data),
                                        "--results", str(tmp_path / "r")])
-    assert isinstance(failing.exception, HarnessError) and "needs a trained checkpoint" in str(failing.exception)
+    assert isinstance(failing.exception, HarnessError) and "run `harness run --method lora` first" in str(failing.exception)

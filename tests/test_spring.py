@@ -48,7 +48,7 @@ def test_prefix_once_gradients_equal_full_sequence_backprop(backend64):
     method = Spring(tokens=4, n=6)
     results = []
     for naive in (False, True):
-        trainer = SpringTrainer(method, backend, _initial(backend), max_passages=2, naive=naive)
+        trainer = SpringTrainer(method, backend, _initial(backend), TrainingConfig(max_passages=2), naive=naive)
         loss = trainer.loss(_items(), random.Random(0))  # same seed: same k, m and golds on both paths
         loss.backward()
         results.append((loss.detach(), trainer.weight.grad.clone()))
@@ -73,7 +73,7 @@ def test_training_lowers_the_loss_and_leaves_the_backbone_untouched(backend):
     with torch.no_grad():
         before = backend.model(input_ids=probe).logits.clone()
     method = Spring(tokens=3, n=3, fixed_k=True)
-    trainer = SpringTrainer(method, backend, _initial(backend, n=3), max_passages=2)
+    trainer = SpringTrainer(method, backend, _initial(backend, n=3), TrainingConfig(max_passages=2))
     items = [TrainItem(Example("e", "who wrote the origin of species", ["Darwin"]), (DARWIN,))]
     with torch.no_grad():
         start = float(trainer.loss(items, random.Random(1)))

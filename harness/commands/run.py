@@ -47,6 +47,7 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="recompute cells the store already holds"),
         batch_size: int = typer.Option(8, "--batch-size", min=1, help="generation batch size (not in keys)"),
         max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1, help="answer length limit"),
+        max_input_tokens: Optional[int] = typer.Option(None, "--max-input-tokens", min=16, help="cut passage text beyond this"),
         corpus: str = typer.Option("wiki-offline", "--corpus", help="'wiki-offline' or a passage file"),
         option: list[str] = typer.Option([], "--option", "-o", help="method option METHOD.KEY=VALUE (repeatable)"),
         trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="allow the model's own code"),
@@ -58,7 +59,7 @@ def register(app: typer.Typer) -> None:
 
         from harness.leaderboard import cells_frame, leaderboard
         from harness.plugins import METHODS, RETRIEVERS
-        from harness.runner import CPU_DEFAULT_LIMIT, RunConfig, RunContext, run
+        from harness.runner import CPU_DEFAULT_LIMIT, CPU_MAX_INPUT_TOKENS, RunConfig, RunContext, run
         from harness.suites import SUITES, resolve_suite
 
         if limit is not None and full:
@@ -73,8 +74,10 @@ def register(app: typer.Typer) -> None:
             RETRIEVERS.check(name)
         import torch
 
-        if not full and limit is None and not torch.cuda.is_available():
+        cpu_budget = not full and limit is None and not torch.cuda.is_available()
+        if cpu_budget:  # the CPU default: a small sample, short inputs, a small training budget (see README)
             limit = CPU_DEFAULT_LIMIT
+            max_input_tokens = max_input_tokens or CPU_MAX_INPUT_TOKENS
         pairs = []
         for item in option:
             key, equals, value = item.partition("=")
@@ -100,6 +103,8 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
             method_options=tuple(pairs),
+            max_input_tokens=max_input_tokens,
+            cpu_budget=cpu_budget,
             skip_unavailable=any(p in SUITES for p in parts),
         )
         out = console()
@@ -123,4 +128,10 @@ def register(app: typer.Typer) -> None:
         datasets = [d for d in config.datasets if d in set(frame["dataset"])]
         board = leaderboard(frame, datasets, ["exact_match", "f1"])
         limit_note = "full evaluation sets" if config.limit is None else f"limit {config.limit} examples per dataset (seed {seed}; --full for all)"
+        if config.max_input_tokens:
+            limit_note += f" | inputs cut to {config.max_input_tokens} tokens"
+        if cpu_budget and any(getattr(METHODS.get(m), "prepare", None) for m in methods):
+            from harness.methods.trained import CPU_TRAINING
+
+            limit_note += " | CPU training budget " + ", ".join(f"{k}={v}" for k, v in CPU_TRAINING.items())
         out.print(frame_table(board.table, f"{board.header} | {limit_note}"))

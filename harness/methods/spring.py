@@ -22,7 +22,7 @@ from harness.errors import HarnessError
 from harness.methods.base import Method
 from harness.segments import EmbeddingSegment, Segment, build_segments, tokenize
 from harness.templates import SPRING, Template
-from harness.training import TrainItem, answer_loss, draw_inputs
+from harness.training import TrainingConfig, TrainItem, answer_loss, draw_inputs
 from harness.types import Example, Passage
 
 INIT_TEXT = (
@@ -115,8 +115,8 @@ class Spring(Method):
 class SpringTrainer:
     """The :class:`harness.training.Trainable` of SPRING: an (n, d) fp32 parameter and the answer-only loss."""
 
-    def __init__(self, method: Spring, backend: Any, initial: torch.Tensor, max_passages: int, naive: bool = False) -> None:
-        self.method, self.backend, self.max_passages = method, backend, max_passages
+    def __init__(self, method: Spring, backend: Any, initial: torch.Tensor, config: TrainingConfig, naive: bool = False) -> None:
+        self.method, self.backend, self.config = method, backend, config
         self.weight = torch.nn.Parameter(initial.to(backend.model.device, torch.float32).clone())
         # Prefix-once needs the passages before the tokens; with T first the whole input depends on T.
         self.naive = naive or method.placement == "trq"
@@ -128,7 +128,7 @@ class SpringTrainer:
         """The segment lists (answer last) and answer ids of one micro-batch; k is drawn once per batch."""
         k = self.method.n if self.method.fixed_k else rng.randint(1, self.method.n)
         virtual = self.method.virtual(k, self.weight)
-        return draw_inputs(self.method.template, batch, rng, self.backend, self.max_passages, virtual)
+        return draw_inputs(self.method.template, batch, rng, self.backend, self.config, virtual)
 
     def loss(self, batch: Sequence[TrainItem], rng: random.Random) -> torch.Tensor:
         inputs, answers = self.inputs(batch, rng)

@@ -16,6 +16,7 @@ import torch
 from filelock import FileLock
 
 from harness import __version__
+from harness.errors import HarnessError
 from harness.checkpoints import import_official, load_virtual_tokens, save_virtual_tokens, tensor_hash
 from harness.spec import content_hash
 from harness.suites import SUITES
@@ -23,15 +24,18 @@ from harness.training import TrainingConfig, TrainingData, train, training_data
 
 # Bump when the training procedure changes in a way that changes the trained weights.
 TRAINING_VERSION = 1
+# The training budget of the CPU default (2 cores, ~15 minutes for the whole main job); --full lifts it.
+CPU_TRAINING = {"examples": 64, "max_passages": 3, "max_input_tokens": 384}
 
 
 def training_config(context: Any, method_name: str) -> TrainingConfig:
     """The run's training hyper-parameters (``--option spring.lr=...`` etc. override the defaults)."""
     overrides = context.training_overrides(method_name)
     fields = TrainingConfig.__dataclass_fields__
-    values: dict[str, Any] = {"seed": context.config.seed}
+    values: dict[str, Any] = {"seed": context.config.seed, **(CPU_TRAINING if context.config.cpu_budget else {})}
     for key, value in overrides.items():
-        values[key] = type(getattr(TrainingConfig(), key))(value) if key in fields else value
+        default = getattr(TrainingConfig(), key)
+        values[key] = value if key not in fields else (int(value) if key == "max_input_tokens" else type(default)(value))
     return TrainingConfig(**values)
 
 
@@ -96,7 +100,7 @@ def spring_tokens(
                     context.log(f"  training pool skipped: {note}")
                 embedding = trained_on.model.get_input_embeddings()
                 initial = initial_tokens(embedding, trained_on.tokenizer, method.n, method.init, config.seed)
-                trainer = SpringTrainer(method, trained_on, initial, config.max_passages)
+                trainer = SpringTrainer(method, trained_on, initial, config)
                 log = train(trainer, data, config, log=context.log)
                 metadata = {
                     "backbone": context.model_spec["model"],
@@ -183,7 +187,7 @@ def _train_lora(method: Any, context: Any, data: TrainingData, config: TrainingC
             return [p for p in peft_model.parameters() if p.requires_grad]
 
         def loss(self, batch: Any, rng: Any) -> torch.Tensor:
-            inputs, answers = draw_inputs(PROMPT, batch, rng, backend, config.max_passages)
+            inputs, answers = draw_inputs(PROMPT, batch, rng, backend, config)
             return answer_loss(backend, inputs, answers, prefix_once=False)  # LoRA changes the passages' states
 
     log = train(LoraTrainer(), data, config, log=context.log)
@@ -224,3 +228,61 @@ def _file_hash(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()[:20]
+
+
+# ---- preservation (harness preserve): the trained methods as lm-eval models ----------------------------------
+
+
+def _latest(paths: list[Path], what: str, store_root: Path) -> Path:
+    if not paths:
+        raise HarnessError(
+            f"no {what} checkpoint for this backbone in {store_root / 'checkpoints'}; run `harness run --method {what}` first "
+            "(with the same --results and --model) or pass --checkpoint PATH"
+        )
+    return max(paths, key=lambda p: p.stat().st_mtime)
+
+
+def preserve_spring(loaded: Any, store: Any, *, checkpoint: str | None = None, plugged: bool | None = None, tokens: int | None = None) -> tuple[Any, dict, Any]:
+    """SPRING for lm-eval: the base model, plus its trained tokens when ``plugged``."""
+    root = Path(store.root)
+    if checkpoint:
+        path = Path(checkpoint)
+    else:
+        candidates = []
+        for file in (root / "checkpoints").glob("spring-*.safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(str(file), framework="pt") as handle:
+                if (handle.metadata() or {}).get("backbone_weights_hash") == loaded.weights_hash:
+                    candidates.append(file)
+        path = _latest(candidates, "spring", root)
+    hidden = loaded.model.get_input_embeddings().weight.shape[1]
+    if path.suffix == ".pt":
+        weights = import_official(path, hidden_size=hidden)
+    else:
+        weights, _ = load_virtual_tokens(path, hidden_size=hidden, weights_hash=loaded.weights_hash)
+    k = tokens or weights.shape[0]
+    spec = {"name": "spring", "plugged": bool(plugged), "tokens": k, "checkpoint_hash": tensor_hash(weights)}
+    return loaded.model, spec, weights[:k] if plugged else None
+
+
+def preserve_lora(loaded: Any, store: Any, *, checkpoint: str | None = None, **_: Any) -> tuple[Any, dict, Any]:
+    """LoRA for lm-eval: a separate copy of the backbone with the adapter merged in."""
+    from peft import PeftModel
+
+    from harness.models import load_model
+
+    root = Path(store.root)
+    if checkpoint:
+        folder = Path(checkpoint)
+    else:
+        candidates = []
+        for folder in (root / "checkpoints").glob("lora-*"):
+            meta = folder / "harness-training.json"
+            if meta.is_file() and json.loads(meta.read_text())["spec"]["backbone"]["weights_hash"] == loaded.weights_hash:
+                candidates.append(folder)
+        folder = _latest(candidates, "lora", root)
+    copy = load_model(str(loaded.path), dtype=loaded.dtype)
+    merged = PeftModel.from_pretrained(copy.model, str(folder)).merge_and_unload().eval()
+    spec = {"name": "lora", "checkpoint_hash": _file_hash(folder / "adapter_model.safetensors")}
+    return merged, spec, None

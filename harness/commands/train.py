@@ -1,0 +1,58 @@
+"""`harness train`: train (or find) a trained method's weights without evaluating; `harness run` reuses them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from harness.console import console
+from harness.errors import HarnessError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train_command(
+        method: str = typer.Option("spring", "--method", help="a trained method: spring, lora, spring-plus, prefix"),
+        model: str = typer.Option("smollm2-135m", "--model", help="alias, local folder or hub id"),
+        retriever: str = typer.Option("bm25", "--retriever", help="retriever whose passages the training reads"),
+        tokens: int = typer.Option(50, "--tokens", min=1, help="n, the number of virtual tokens trained"),
+        examples: Optional[int] = typer.Option(None, "--examples", min=1, help="training questions (mixed in-domain pools)"),
+        epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+        lr: Optional[float] = typer.Option(None, "--lr"),
+        seed: int = typer.Option(0, "--seed"),
+        full: bool = typer.Option(False, "--full", help="no CPU training budget"),
+        option: list[str] = typer.Option([], "--option", "-o", help="METHOD.KEY=VALUE (repeatable)"),
+        results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="raw data folder"),
+    ) -> None:
+        """Train METHOD on the in-domain training pools and store its checkpoint (skipped if it exists)."""
+        import torch
+
+        from harness.plugins import METHODS, RETRIEVERS
+        from harness.runner import RunConfig, RunContext, method_instances
+
+        cls = METHODS.get(method)
+        if not hasattr(cls, "prepare"):
+            raise HarnessError(f"method {method!r} has nothing to train; trained methods: spring, lora, spring-plus, prefix")
+        RETRIEVERS.check(retriever)
+        pairs = [tuple(item.split("=", 1)) for item in option if "=" in item]
+        if len(pairs) != len(option):
+            raise HarnessError("--option takes METHOD.KEY=VALUE")
+        for key, value in (("examples", examples), ("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
+            if value is not None:
+                pairs.append((f"{method}.{key}", str(value)))
+        if getattr(cls, "uses_tokens", False):
+            pairs.append((f"{method}.n", str(tokens)))
+        config = RunConfig(
+            datasets=(), methods=(method,), retrievers=(retriever,), tokens=(tokens,) if getattr(cls, "uses_tokens", False) else None,
+            model=model, seed=seed, results=results, data_dir=data_dir, method_options=tuple(pairs),
+            cpu_budget=not full and not torch.cuda.is_available(),
+        )
+        out = console()
+        context = RunContext(config, log=lambda message: out.print(message))
+        for instance in method_instances(method, config):
+            instance.prepare(context, retriever)
+            out.print(f"{method}: checkpoint {instance.checkpoint_hash} in {results / 'checkpoints'}")
