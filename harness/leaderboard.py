@@ -93,8 +93,12 @@ def select(
     return picked.reset_index(drop=True)
 
 
-def leaderboard(picked: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str]) -> Leaderboard:
-    """Dataset x method table of ``metrics`` (x100) with averages over datasets every column has."""
+def leaderboard(
+    picked: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str], method_order: Sequence[str] = ()
+) -> Leaderboard:
+    """Dataset x method table of ``metrics`` (x100) with averages over datasets every column has.
+
+    Columns follow ``method_order`` (method names, e.g. the reference first), then the rest by name."""
     picked = picked.copy()
     several = picked[["retriever", "passages", "model"]].drop_duplicates()
     column_name = picked["method"]
@@ -104,7 +108,9 @@ def leaderboard(picked: pd.DataFrame, datasets: Sequence[str], metrics: Sequence
             column_name = column_name + " | " + picked["model"]
     picked["column"] = column_name
     order = [d for d in datasets if d in set(picked["dataset"])]
-    columns = list(dict.fromkeys(picked["column"]))
+    rank = {name: i for i, name in enumerate(method_order)}
+    base_name = picked.set_index("column")["method"].str.split("[").str[0].to_dict()
+    columns = sorted(dict.fromkeys(picked["column"]), key=lambda c: (rank.get(base_name[c], len(rank)), c))
     header_columns = pd.MultiIndex.from_product([columns, [METRIC_LABELS[m] for m in metrics]])
     table = pd.DataFrame(index=order, columns=header_columns, dtype=float)
     for row in picked.itertuples(index=False):

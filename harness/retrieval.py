@@ -44,6 +44,7 @@ import regex
 from filelock import FileLock
 
 from harness.corpus import DEFAULT_CORPUS
+from harness.spec import canonical_json, content_hash
 from harness.errors import HarnessError
 from harness.plugins import RETRIEVERS
 from harness.retriever import Retriever
@@ -111,13 +112,9 @@ def make_retriever(name: str, context: RetrieverContext | None = None) -> Retrie
     return factory(context or RetrieverContext())
 
 
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def spec_hash(spec: Mapping[str, Any]) -> str:
     """A short stable hash of a retriever spec."""
-    return hashlib.sha256(canonical_json(spec).encode("utf-8")).hexdigest()[:16]
+    return content_hash(dict(spec), length=16)
 
 
 def retriever_id(retriever: Retriever) -> str:

@@ -170,12 +170,19 @@ def train(trainable: Trainable, data: TrainingData, config: TrainingConfig, log:
     return record
 
 
-def answer_loss(backend: Any, inputs: Sequence[Sequence[Segment]], answers: Sequence[tuple[int, ...]], prefix_once: bool) -> torch.Tensor:
+def answer_loss(
+    backend: Any,
+    inputs: Sequence[Sequence[Segment]],
+    answers: Sequence[tuple[int, ...]],
+    prefix_once: bool,
+    all_logits: bool = False,
+) -> torch.Tensor:
     """Mean cross-entropy over answer tokens; each input ends with its answer (left padding right-aligns them).
 
     ``prefix_once``: the passages block runs once under ``no_grad`` and only the rest runs with gradients and
     LM-head logits at answer positions; valid only when nothing trained touches the passages (SPRING's
-    ``[R; T; Q]``). Otherwise the whole sequence runs with gradients and full logits (the official code's way).
+    ``[R; T; Q]``). Otherwise the whole sequence runs with gradients; ``all_logits`` also computes the LM head at
+    every position, as the official SPRING code does (kept for the naive path and its benchmark).
     """
     longest = max(len(answer) for answer in answers)
     if prefix_once:
@@ -183,7 +190,7 @@ def answer_loss(backend: Any, inputs: Sequence[Sequence[Segment]], answers: Sequ
         prefix = backend.prefill([p for p, _ in split])
         logits, _ = backend.forward([s for _, s in split], prefix=prefix, logits_to_keep=longest + 1)
     else:
-        logits, _ = backend.forward(inputs)
+        logits, _ = backend.forward(inputs, logits_to_keep=None if all_logits else longest + 1)
         logits = logits[:, -(longest + 1) :]
     width = logits.shape[1]
     rows = [b for b, answer in enumerate(answers) for _ in answer]

@@ -126,7 +126,7 @@ def register(app: typer.Typer) -> None:
         frame = cells_frame(context.store)
         frame = frame[frame["key"].isin({cell.key for cell in cells})]
         datasets = [d for d in config.datasets if d in set(frame["dataset"])]
-        board = leaderboard(frame, datasets, ["exact_match", "f1"])
+        board = leaderboard(frame, datasets, ["exact_match", "f1"], method_order=config.methods)
         limit_note = "full evaluation sets" if config.limit is None else f"limit {config.limit} examples per dataset (seed {seed}; --full for all)"
         if config.max_input_tokens:
             limit_note += f" | inputs cut to {config.max_input_tokens} tokens"

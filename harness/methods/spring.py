@@ -120,6 +120,7 @@ class SpringTrainer:
         self.weight = torch.nn.Parameter(initial.to(backend.model.device, torch.float32).clone())
         # Prefix-once needs the passages before the tokens; with T first the whole input depends on T.
         self.naive = naive or method.placement == "trq"
+        self.all_logits = naive  # the official code's full-logits path, only when asked for (tests, benchmark)
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [self.weight]
@@ -135,4 +136,4 @@ class SpringTrainer:
         return self.answer_loss(inputs, answers)
 
     def answer_loss(self, inputs: Sequence[Sequence[Segment]], answers: Sequence[tuple[int, ...]]) -> torch.Tensor:
-        return answer_loss(self.backend, inputs, answers, prefix_once=not self.naive)
+        return answer_loss(self.backend, inputs, answers, prefix_once=not self.naive, all_logits=self.all_logits)
