@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import ProgressColumn
 from rich.table import Table
 from rich.text import Text
@@ -19,14 +20,15 @@ def console() -> Console:
 
 def frame_table(frame: Any, title: str, value_format: str = "{:.1f}") -> Table:
     """A pandas frame as a rich table; rows whose label starts with avg/average are bold, NaN shows as '-'."""
-    table = Table(title=title, title_justify="left")
+    # Labels such as "spring[tokens=5]" are text, not rich markup: escape them.
+    table = Table(title=escape(title), title_justify="left")
     table.add_column(frame.index.name or "dataset")
     for column in frame.columns:
-        table.add_column(" ".join(map(str, column)) if isinstance(column, tuple) else str(column), justify="right")
+        table.add_column(escape(" ".join(map(str, column)) if isinstance(column, tuple) else str(column)), justify="right")
     for index, row in frame.iterrows():
         style = "bold" if str(index).startswith("avg") or str(index).startswith("average") else None
         cells = ["-" if v != v else (value_format.format(v) if isinstance(v, float) else str(v)) for v in row]
-        table.add_row(str(index), *cells, style=style)
+        table.add_row(escape(str(index)), *cells, style=style)
     return table
 
 

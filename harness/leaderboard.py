@@ -19,11 +19,17 @@ from harness.suites import SUITES
 
 # Method parameters shown in a row label, in this order, when a method spec carries them.
 LABEL_PARAMETERS = ("tokens", "fixed_k", "placement", "shots")
+# Values not shown because they are the default (SPRING's own placement, training over all k).
+LABEL_DEFAULTS = {"fixed_k": False, "placement": "rtq"}
 
 
 def method_label(method: dict) -> str:
     """``{"name": "spring", "tokens": 5, "fixed_k": True}`` -> ``spring[tokens=5,fixed_k]`` (flags by name)."""
-    shown = [p if method[p] is True else f"{p}={method[p]}" for p in LABEL_PARAMETERS if method.get(p) not in (None, False)]
+    shown = [
+        p if method[p] is True else f"{p}={method[p]}"
+        for p in LABEL_PARAMETERS
+        if method.get(p) is not None and method.get(p) != LABEL_DEFAULTS.get(p)
+    ]
     return f"{method['name']}[{','.join(shown)}]" if shown else method["name"]
 
 

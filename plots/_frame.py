@@ -51,10 +51,10 @@ RUN_COMMANDS = {
     "any": "harness run --suite {suite}{model}",
     "prompt": "harness run --suite {suite}{model} --method prompt{where}",
     "tokens-sweep": "harness run --suite {suite}{model} --method spring --tokens 1,2,5,10,20,50{where}",
-    "retrievers": "harness run --suite {suite}{model} --method prompt,spring --retriever bm25,e5-base,bge-base{where}",
+    "retrievers": "harness run --suite {suite}{model} --method prompt,spring --retriever bm25,minilm{where}",
     "passages": "harness run --suite {suite}{model} --method prompt,spring --passages 1,3,5,10{where}",
-    "placement": "harness run --suite {suite}{model} --method spring --placement trq,rtq,rqt{where}",
-    "preservation": "harness preserve{model} --method base,lora,spring --checkpoint CKPT",
+    "placement": "harness run --suite {suite}{model} --method spring --option spring.placement=trq{where} (then =rqt; rtq is the default)",
+    "preservation": "harness preserve{model} --method base,lora,spring",
 }
 
 
