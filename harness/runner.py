@@ -78,6 +78,7 @@ class RunContext:
         self._retrievers: dict[tuple[str, str], Any] = {}
         self._runs: dict[tuple[str, str, str], Any] = {}
         self._artifacts: dict[Any, Any] = {}
+        self._corpus_ready = False
 
     def artifact(self, key: Any, build: Callable[[], Any]) -> Any:
         """``build()`` once per run for ``key`` (trained weights shared by every token count and dataset)."""
@@ -138,7 +139,7 @@ class RunContext:
 
     def _ensure_default_corpus(self) -> None:
         """Build ``wiki-offline`` from the raw data on first use (a few seconds), so the main job needs no set-up."""
-        if not getattr(self, "_corpus_ready", False):
+        if not self._corpus_ready:
             from harness.corpus import build_default_corpus
             from harness.paths import data_dir
 

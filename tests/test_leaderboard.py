@@ -98,3 +98,13 @@ def test_cli_leaderboard(store, capsys):
     assert "unknown format 'xml'" in capsys.readouterr().err
     assert main(["leaderboard", "--results", str(store.root / "empty")]) == 2
     assert "holds no finished cell" in capsys.readouterr().err
+
+
+def test_cli_method_labels_keep_commas_inside_brackets():
+    from harness.commands.leaderboard import _labels
+
+    assert _labels("prompt, prefix[tokens=50,placement=trq],spring[tokens=5]") == [
+        "prompt",
+        "prefix[tokens=50,placement=trq]",
+        "spring[tokens=5]",
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +12,11 @@ from harness.errors import HarnessError
 from harness.registry import unknown_name
 
 FORMATS = ("table", "md", "csv", "json")
+
+
+def _labels(value: str) -> list[str]:
+    """Comma-separated method labels; commas inside brackets belong to a label (``prefix[tokens=50,placement=trq]``)."""
+    return [part.strip() for part in re.split(r",(?![^\[]*\])", value) if part.strip()]
 
 
 def register(app: typer.Typer) -> None:
@@ -51,12 +57,12 @@ def register(app: typer.Typer) -> None:
             datasets,
             model=model,
             retriever=retriever,
-            methods=[m.strip() for m in method.split(",")] if method else None,
+            methods=_labels(method) if method else None,
             all_models=all_models,
         )
         out = console()
         if compare:
-            parts = [p.strip() for p in compare.split(",")]
+            parts = _labels(compare)
             if len(parts) != 2:
                 raise HarnessError("--compare takes two method labels: A,B (prints B - A)")
             for metric in metric_names:
