@@ -29,6 +29,7 @@ from harness.errors import HarnessError
 from harness.leaderboard import cells_frame
 from harness.metrics import METRIC_LABELS
 from harness.store import Store
+from harness.suites import resolve_suite
 
 QA_METRICS = ("exact_match", "f1")
 LM_EVAL = "lm-eval"
@@ -394,3 +395,48 @@ def errorbar_line(ax, xs: Sequence[float], rows: pd.DataFrame, metric: str, inde
     lows, highs = rows[f"{metric}_low"].to_numpy(float), rows[f"{metric}_high"].to_numpy(float)
     ax.update_datalim(np.column_stack([np.concatenate([xs, xs]).astype(float), np.concatenate([lows, highs])]))
     ax.autoscale_view()
+
+
+@dataclass(frozen=True)
+class PromptSpringSweep:
+    """Prompt and SPRING (trained over all k, placement rtq) cells of a suite for a sweep over one column."""
+
+    datasets: tuple[str, ...]
+    model: str
+    hint: str
+    both: pd.DataFrame  # every candidate cell, before choosing the fixed setting (for "other settings" notes)
+    prompt: pd.DataFrame
+    spring: pd.DataFrame
+    fixed_value: object  # the chosen value of the fixed column (passages for retrievers, retriever for passages)
+    k: int | None
+
+
+def prompt_spring_sweep(
+    frame: pd.DataFrame, plot: str, suite: str, model: str | None, varied: str, fixed: str, fixed_value: object, tokens: int | None
+) -> PromptSpringSweep:
+    """The cells of a Prompt-vs-SPRING sweep over ``varied``, at one ``fixed`` setting and one k.
+
+    ``fixed_value``/``tokens`` given by the user are honoured; otherwise the setting most ``varied`` values share
+    is chosen (k preferring the largest)."""
+    datasets = resolve_suite(suite)
+    cells = latest(qa_cells(frame, datasets))
+    cells = cells[(cells["retriever"] != "none") & (cells["passages"] > 0)]
+    prompt = cells[cells["method_name"] == PROMPT]
+    spring = cells[(cells["method_name"] == SPRING) & ~cells["fixed_k"] & (cells["placement"] == "rtq") & cells["tokens"].notna()]
+    hint = run_command(plot, suite, model, **{fixed: fixed_value, "tokens": tokens})
+    model = resolve_model(pd.concat([prompt, spring]), model, f"Prompt or SPRING cells of {suite}", hint)
+    hint = run_command(plot, suite, model, **{fixed: fixed_value, "tokens": tokens})
+    prompt = restrict(prompt, model=model, **{fixed: fixed_value})
+    spring = restrict(spring, model=model, tokens=tokens, **{fixed: fixed_value})
+    if spring.empty:
+        raise HarnessError(f"no SPRING cells{'' if tokens is None else f' with k={tokens}'} for {suite}/{model}; run `{hint}`")
+    both = pd.concat([prompt, spring])
+    (chosen,) = choose(both, (fixed,), rank=varied) or (None,)
+    spring = restrict(spring, **{fixed: chosen})
+    k = None
+    if not spring.empty:
+        counts = spring.groupby("tokens")[varied].nunique()
+        k = int(sorted(counts[counts == counts.max()].index)[-1])
+    return PromptSpringSweep(
+        datasets, model, hint, both, restrict(prompt, **{fixed: chosen}), restrict(spring, tokens=k), chosen, k
+    )

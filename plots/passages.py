@@ -12,25 +12,18 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from harness.errors import HarnessError
-from harness.suites import resolve_suite
 from plots._frame import (
-    PROMPT,
     QA_METRICS,
-    SPRING,
     average_points,
     caption,
-    choose,
     errorbar_line,
     color,
     finish,
-    latest,
     metric_label,
     new_figure,
     other_settings,
-    qa_cells,
-    resolve_model,
+    prompt_spring_sweep,
     restrict,
-    run_command,
     spring_label,
 )
 
@@ -44,26 +37,10 @@ def passages(
     metrics: Sequence[str] = QA_METRICS,
 ) -> Figure:
     """Lines over m: Prompt and SPRING k, one panel per metric (x100, dataset averages)."""
-    datasets = resolve_suite(suite)
-    cells = latest(qa_cells(frame, datasets))
-    cells = cells[(cells["retriever"] != "none") & (cells["passages"] > 0)]
-    prompt = cells[cells["method_name"] == PROMPT]
-    spring = cells[(cells["method_name"] == SPRING) & ~cells["fixed_k"] & (cells["placement"] == "rtq") & cells["tokens"].notna()]
-    hint = run_command("passages", suite, model, retriever=retriever, tokens=tokens)
-    model = resolve_model(pd.concat([prompt, spring]), model, f"Prompt or SPRING cells of {suite}", hint)
-    hint = run_command("passages", suite, model, retriever=retriever, tokens=tokens)
-    prompt = restrict(prompt, model=model, retriever=retriever)
-    spring = restrict(spring, model=model, retriever=retriever, tokens=tokens)
-    if spring.empty:
-        raise HarnessError(f"no SPRING cells{'' if tokens is None else f' with k={tokens}'} for {suite}/{model}; run `{hint}`")
-    both = pd.concat([prompt, spring])
-    (r,) = choose(both, ("retriever",), rank="passages") or (None,)
-    spring_r = restrict(spring, retriever=r)
-    k = None
-    if not spring_r.empty:
-        counts = spring_r.groupby("tokens")["passages"].nunique()
-        k = int(sorted(counts[counts == counts.max()].index)[-1])
-    prompt, spring_r = restrict(prompt, retriever=r), restrict(spring_r, tokens=k)
+    sweep = prompt_spring_sweep(frame, "passages", suite, model, varied="passages", fixed="retriever", fixed_value=retriever, tokens=tokens)
+    datasets, model, hint, both, prompt, spring_r, r, k = (
+        sweep.datasets, sweep.model, sweep.hint, sweep.both, sweep.prompt, sweep.spring, sweep.fixed_value, sweep.k
+    )
     ms = sorted(set(prompt["passages"]) | set(spring_r["passages"]))
     if len(ms) < 2:
         raise HarnessError(f"no Prompt/SPRING cells with several passage counts for {suite}/{model}; run `{hint}`")

@@ -12,25 +12,18 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from harness.errors import HarnessError
-from harness.suites import resolve_suite
 from plots._frame import (
-    PROMPT,
     QA_METRICS,
-    SPRING,
     average_points,
     caption,
-    choose,
     color,
     finish,
     grouped_bars,
-    latest,
     metric_label,
     new_figure,
     other_settings,
-    qa_cells,
-    resolve_model,
+    prompt_spring_sweep,
     restrict,
-    run_command,
     spring_label,
 )
 
@@ -44,26 +37,10 @@ def retrievers(
     metrics: Sequence[str] = QA_METRICS,
 ) -> Figure:
     """Grouped bars: x = retriever, bars = Prompt and SPRING k, one panel per metric (x100, dataset averages)."""
-    datasets = resolve_suite(suite)
-    cells = latest(qa_cells(frame, datasets))
-    cells = cells[cells["retriever"] != "none"]
-    prompt = cells[cells["method_name"] == PROMPT]
-    spring = cells[(cells["method_name"] == SPRING) & ~cells["fixed_k"] & (cells["placement"] == "rtq") & cells["tokens"].notna()]
-    hint = run_command("retrievers", suite, model, passages=passages, tokens=tokens)
-    model = resolve_model(pd.concat([prompt, spring]), model, f"Prompt or SPRING cells of {suite}", hint)
-    hint = run_command("retrievers", suite, model, passages=passages, tokens=tokens)
-    prompt = restrict(prompt, model=model, passages=passages)
-    spring = restrict(spring, model=model, passages=passages, tokens=tokens)
-    if spring.empty:
-        raise HarnessError(f"no SPRING cells{'' if tokens is None else f' with k={tokens}'} for {suite}/{model}; run `{hint}`")
-    both = pd.concat([prompt, spring])
-    (m,) = choose(both, ("passages",), rank="retriever") or (None,)
-    spring_m = restrict(spring, passages=m)
-    k = None
-    if not spring_m.empty:
-        counts = spring_m.groupby("tokens")["retriever"].nunique()
-        k = int(sorted(counts[counts == counts.max()].index)[-1])
-    prompt, spring_m = restrict(prompt, passages=m), restrict(spring_m, tokens=k)
+    sweep = prompt_spring_sweep(frame, "retrievers", suite, model, varied="retriever", fixed="passages", fixed_value=passages, tokens=tokens)
+    datasets, model, hint, both, prompt, spring_m, m, k = (
+        sweep.datasets, sweep.model, sweep.hint, sweep.both, sweep.prompt, sweep.spring, sweep.fixed_value, sweep.k
+    )
     names = sorted(set(prompt["retriever"]) | set(spring_m["retriever"]))
     if len(names) < 2:
         raise HarnessError(f"no Prompt/SPRING cells with several retrievers for {suite}/{model}; run `{hint}`")
