@@ -191,6 +191,18 @@ def method_instances(name: str, config: RunConfig) -> list[Any]:
     return [cls()]
 
 
+def parse_method_options(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``--option METHOD.KEY=VALUE`` strings as ``("METHOD.KEY", "VALUE")`` pairs (checked here, once)."""
+    pairs = []
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals:
+            raise HarnessError(f"--option {item!r} must look like METHOD.KEY=VALUE (e.g. spring.lr=0.002)")
+        pairs.append((key, value))
+    _split_options(pairs)  # rejects a KEY without METHOD
+    return tuple(pairs)
+
+
 def _split_options(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str, str]]:
     found = []
     for target_key, value in pairs:

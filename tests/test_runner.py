@@ -183,3 +183,13 @@ def test_lora_and_spring_plus_train_through_the_same_loop(world):
         fresh = load_model(str(tiny_model_dir()), dtype="fp32").model(input_ids=probe).logits
     assert not torch.allclose(base, adapted)
     assert torch.equal(base, fresh)
+
+
+def test_method_options_are_checked_once_for_run_and_train(capsys):
+    from harness.runner import parse_method_options
+
+    assert parse_method_options(["spring.lr=0.01", "lora.r=16"]) == (("spring.lr", "0.01"), ("lora.r", "16"))
+    assert main(["run", "--suite", "nq", "--option", "spring.lr"]) == 2
+    assert "--option 'spring.lr' must look like METHOD.KEY=VALUE" in capsys.readouterr().err
+    assert main(["train", "--option", "lr=0.01"]) == 2
+    assert "method option lr=0.01 must look like METHOD.KEY=VALUE" in capsys.readouterr().err

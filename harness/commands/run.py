@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
 
         from harness.leaderboard import cells_frame, leaderboard
         from harness.plugins import METHODS, RETRIEVERS
-        from harness.runner import CPU_DEFAULT_LIMIT, CPU_MAX_INPUT_TOKENS, RunConfig, RunContext, run
+        from harness.runner import CPU_DEFAULT_LIMIT, CPU_MAX_INPUT_TOKENS, RunConfig, RunContext, parse_method_options, run
         from harness.suites import SUITES, resolve_suite
 
         if limit is not None and full:
@@ -78,12 +78,6 @@ def register(app: typer.Typer) -> None:
         if cpu_budget:  # the CPU default: a small sample, short inputs, a small training budget (see README)
             limit = CPU_DEFAULT_LIMIT
             max_input_tokens = max_input_tokens or CPU_MAX_INPUT_TOKENS
-        pairs = []
-        for item in option:
-            key, equals, value = item.partition("=")
-            if not equals:
-                raise HarnessError(f"--option {item!r} must look like METHOD.KEY=VALUE (e.g. spring.lr=0.002)")
-            pairs.append((key, value))
         parts = [p.strip() for p in suite.split(",") if p.strip()]
         config = RunConfig(
             datasets=resolve_suite(suite),
@@ -102,7 +96,7 @@ def register(app: typer.Typer) -> None:
             corpus=corpus,
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
-            method_options=tuple(pairs),
+            method_options=parse_method_options(option),
             max_input_tokens=max_input_tokens,
             cpu_budget=cpu_budget,
             skip_unavailable=any(p in SUITES for p in parts),

@@ -32,15 +32,13 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from harness.plugins import METHODS, RETRIEVERS
-        from harness.runner import RunConfig, RunContext, method_instances
+        from harness.runner import RunConfig, RunContext, method_instances, parse_method_options
 
         cls = METHODS.get(method)
         if not hasattr(cls, "prepare"):
             raise HarnessError(f"method {method!r} has nothing to train; trained methods: spring, lora, spring-plus, prefix")
         RETRIEVERS.check(retriever)
-        pairs = [tuple(item.split("=", 1)) for item in option if "=" in item]
-        if len(pairs) != len(option):
-            raise HarnessError("--option takes METHOD.KEY=VALUE")
+        pairs = list(parse_method_options(option))
         for key, value in (("examples", examples), ("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
             if value is not None:
                 pairs.append((f"{method}.{key}", str(value)))
