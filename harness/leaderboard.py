@@ -17,20 +17,23 @@ from harness.metrics import METRIC_LABELS
 from harness.store import CellRecord, Store
 from harness.suites import SUITES
 
-# Method parameters shown in a row label, in this order, when a method spec carries them.
-LABEL_PARAMETERS = ("tokens", "fixed_k", "placement", "shots")
-# Values not shown because they are the default (SPRING's own placement, training over all k).
-LABEL_DEFAULTS = {"fixed_k": False, "placement": "rtq"}
+# Method parameters shown in a row label, in this order, when a method spec carries them and differs from the
+# method's own default (its class's ``label_defaults``: e.g. SPRING's placement rtq, prefix's trq and fixed k).
+LABEL_PARAMETERS = ("tokens", "fixed_k", "placement", "impl", "shots")
 
 
 def method_label(method: dict) -> str:
     """``{"name": "spring", "tokens": 5, "fixed_k": True}`` -> ``spring[tokens=5,fixed_k]`` (flags by name)."""
+    from harness.plugins import METHODS
+
+    name = method["name"]
+    defaults = getattr(METHODS.get(name), "label_defaults", {}) if name in METHODS.names() else {}
     shown = [
         p if method[p] is True else f"{p}={method[p]}"
         for p in LABEL_PARAMETERS
-        if method.get(p) is not None and method.get(p) != LABEL_DEFAULTS.get(p)
+        if method.get(p) is not None and method.get(p) != defaults.get(p)
     ]
-    return f"{method['name']}[{','.join(shown)}]" if shown else method["name"]
+    return f"{name}[{','.join(shown)}]" if shown else name
 
 
 def cells_frame(store: Store) -> pd.DataFrame:

@@ -112,6 +112,8 @@ def plot_frame(store: Store | pd.DataFrame) -> pd.DataFrame:
                 "tokens": method.get("tokens"),
                 "placement": method.get("placement") or "rtq",
                 "fixed_k": bool(method.get("fixed_k", False)),
+                "impl": method.get("impl"),
+                "shots": method.get("shots"),
                 "plugged": method.get("plugged"),
                 "retriever_name": retriever_name(retriever),
                 "corpus": corpus_label(retriever),
@@ -164,7 +166,10 @@ def resolve_model(cells: pd.DataFrame, model: str | None, what: str, hint: str) 
     return present[0]
 
 
-IDENTITY = ("dataset", "model", "retriever", "corpus", "passages", "method_name", "tokens", "placement", "fixed_k", "plugged", "num_fewshot")
+IDENTITY = (
+    "dataset", "model", "retriever", "corpus", "passages", "method_name", "tokens", "placement", "fixed_k", "impl", "shots",
+    "plugged", "num_fewshot",
+)
 
 
 def latest(cells: pd.DataFrame) -> pd.DataFrame:

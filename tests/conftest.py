@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from tiny_world import make_world
 
 from harness.paths import data_dir
 
@@ -11,3 +12,10 @@ from harness.paths import data_dir
 def real_data_dir() -> Path:
     """The real raw-data folder; its absence is a setup error, not a reason to skip."""
     return data_dir()
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch) -> dict[str, Path]:
+    """The tiny runner world (tests/tiny_world.py) in this test's folder, with its own harness cache."""
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    return make_world(tmp_path)

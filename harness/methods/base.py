@@ -25,6 +25,7 @@ class Method(ABC):
     name: ClassVar[str]
     template: ClassVar[Template]
     uses_passages: ClassVar[bool] = True
+    label_defaults: ClassVar[dict[str, Any]] = {}  # parameter values a leaderboard label leaves out
 
     def __init__(self, *, chat_template: bool = False) -> None:
         self.chat_template = chat_template

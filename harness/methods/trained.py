@@ -1,14 +1,20 @@
 """Where trained methods get their weights: the store's checkpoints, an imported file, or training on demand.
 
 Checkpoints live in ``<results>/checkpoints/<method>-<training spec hash>.safetensors`` beside a JSON with the
-full training spec and loss curve. The training spec covers the backbone (id + weights hash), the retriever
-(spec with corpus fingerprint), the training data (ids and passage ids), every hyper-parameter and the method's
-own settings, so a checkpoint is reused exactly when retraining would be asked to do the same thing.
+full training spec and loss curve; PEFT-trained ones (``lora``, ``prefix`` with ``impl=peft``) are PEFT adapter
+folders ``<results>/checkpoints/{lora,prefix-peft}-<training spec hash>/`` with a ``harness-training.json``. The
+training spec covers the backbone (id + weights hash), the retriever (spec with corpus fingerprint), the training
+data (ids and passage ids), every hyper-parameter and the method's own settings, so a checkpoint is reused exactly
+when retraining would be asked to do the same thing.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +26,7 @@ from harness.errors import HarnessError
 from harness.checkpoints import import_official, load_virtual_tokens, save_virtual_tokens, tensor_hash
 from harness.spec import content_hash
 from harness.suites import SUITES
-from harness.training import TrainingConfig, TrainingData, train, training_data
+from harness.training import TrainingConfig, TrainingData, TrainingLog, train, training_data
 
 # Bump when the training procedure changes in a way that changes the trained weights.
 TRAINING_VERSION = 1
@@ -59,16 +65,30 @@ def checkpoint_path(context: Any, method_name: str, spec_hash: str) -> Path:
     return Path(context.config.results) / "checkpoints" / f"{method_name}-{spec_hash}.safetensors"
 
 
+def _token_settings(method: Any) -> dict[str, Any]:
+    """The virtual-token settings every token checkpoint's training spec carries."""
+    return {"n": method.n, "placement": method.placement, "fixed_k": method.fixed_k, "init": method.init}
+
+
 def spring_tokens(
-    method: Any, context: Any, retriever: str, backend: Any = None, base: dict[str, Any] | None = None
+    method: Any,
+    context: Any,
+    retriever: str,
+    backend: Any = None,
+    base: dict[str, Any] | None = None,
+    trainer: Any = None,
+    settings: dict[str, Any] | None = None,
 ) -> tuple[torch.Tensor, str]:
     """SPRING's (n, d) tokens for this backbone and retriever, and their content hash.
 
     ``backend``/``base``: train on another frozen model than the shared base one (SPRING+ on a LoRA model),
-    identified by ``base`` in the training spec.
+    identified by ``base`` in the training spec. ``trainer``: the Trainable class (default
+    :class:`harness.methods.spring.SpringTrainer`); ``settings``: further method settings that change training
+    (prefix's ``impl``), part of the training spec and the checkpoint metadata.
     """
     from harness.methods.spring import SpringTrainer, initial_tokens
 
+    settings = settings or {}
     if method.checkpoint:  # an official release: nothing to train
         hidden = _hidden_size(context)
         weights = context.artifact(("official", method.checkpoint), lambda: import_official(method.checkpoint, hidden_size=hidden))
@@ -87,7 +107,7 @@ def spring_tokens(
             "retriever": {"name": retriever, "per_dataset": retriever_specs},
             "data": data.spec(),
             "training": config.spec(),
-            "settings": {"n": method.n, "placement": method.placement, "fixed_k": method.fixed_k, "init": method.init},
+            "settings": {**_token_settings(method), **settings},
         }
         spec_hash = content_hash(spec)
         path = checkpoint_path(context, method.name, spec_hash)
@@ -100,8 +120,8 @@ def spring_tokens(
                     context.log(f"  training pool skipped: {note}")
                 embedding = trained_on.model.get_input_embeddings()
                 initial = initial_tokens(embedding, trained_on.tokenizer, method.n, method.init, config.seed)
-                trainer = SpringTrainer(method, trained_on, initial, config)
-                log = train(trainer, data, config, log=context.log)
+                trainable = (trainer or SpringTrainer)(method, trained_on, initial, config)
+                log = train(trainable, data, config, log=context.log)
                 metadata = {
                     "backbone": context.model_spec["model"],
                     "backbone_weights_hash": context.model_spec["weights_hash"],
@@ -110,18 +130,21 @@ def spring_tokens(
                     "init": method.init,
                     "placement": method.placement,
                     "fixed_k": method.fixed_k,
+                    **settings,
                     "training_spec_hash": spec_hash,
                     "data_hash": data.spec()["ids_hash"],
                     "harness_version": __version__,
                 }
-                save_virtual_tokens(path, trainer.weight, metadata)
+                save_virtual_tokens(path, trainable.weight, metadata)
                 path.with_suffix(".json").write_text(
                     json.dumps({"spec": spec, "log": log.__dict__}, indent=2, sort_keys=True) + "\n", encoding="utf-8"
                 )
         weights, metadata = load_virtual_tokens(path, hidden_size=_hidden_size(context), weights_hash=context.model_spec["weights_hash"])
         return weights, metadata["tensor_hash"]
 
-    key = (method.name, retriever, method.n, method.placement, method.fixed_k, method.init, content_hash(base))
+    key = (
+        method.name, retriever, method.n, method.placement, method.fixed_k, method.init, content_hash(base), content_hash(settings)
+    )
     return context.artifact(key, build)
 
 
@@ -135,49 +158,86 @@ def _hidden_size(context: Any) -> int:
     return int(getattr(config, "hidden_size", None) or config.get_text_config().hidden_size)
 
 
+PEFT_WEIGHTS = "adapter_model.safetensors"  # PEFT's adapter file; its presence marks a finished folder
+PEFT_PROMPT_KEY = "prompt_embeddings"  # the tensor PEFT's save_pretrained writes for a prompt-tuning adapter
+
+
+def _adapter_folder(
+    context: Any, method_name: str, folder_name: str, retriever: str, config: TrainingConfig, settings: dict[str, Any],
+    describe: str, train_into: Callable[[TrainingData, Path, dict], None],
+) -> Path:
+    """The PEFT adapter folder ``<results>/checkpoints/<folder_name>-<training spec hash>/``; when absent,
+    ``train_into(data, folder, spec)`` writes it, under a file lock."""
+    data, retriever_specs = mixed_training_data(context, retriever, config)
+    spec = {
+        "method": method_name,
+        "training_version": TRAINING_VERSION,
+        "backbone": context.model_spec,
+        "retriever": {"name": retriever, "per_dataset": retriever_specs},
+        "data": data.spec(),
+        "training": config.spec(),
+        "settings": settings,
+    }
+    folder = Path(context.config.results) / "checkpoints" / f"{folder_name}-{content_hash(spec)}"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / PEFT_WEIGHTS).is_file():
+            context.log(f"training {describe} -> {folder.name}")
+            for note in data.skipped:
+                context.log(f"  training pool skipped: {note}")
+            train_into(data, folder, spec)
+    return folder
+
+
+def _save_peft(peft_model: Any, folder: Path, spec: dict, log: TrainingLog) -> None:
+    """``peft_model``'s adapter in PEFT's format plus ``harness-training.json`` (spec, loss log), published atomically."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        peft_model.save_pretrained(staging)
+        (staging / "harness-training.json").write_text(
+            json.dumps({"spec": spec, "log": log.__dict__, "harness_version": __version__}, indent=2, sort_keys=True) + "\n",
+            encoding="utf-8",
+        )
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _backbone_copy(context: Any) -> Any:
+    """A separate copy of the run's backbone, for training that must not touch the shared one."""
+    from harness.models import load_model
+
+    return load_model(context.config.model, dtype=context.config.dtype, trust_remote_code=context.config.trust_remote_code)
+
+
 def lora_adapter(method: Any, context: Any, retriever: str) -> tuple[Path, str]:
     """The trained LoRA adapter folder (PEFT format) for this backbone and retriever, and its content hash."""
     config = training_config(context, "lora")
+    settings = {k: v for k, v in method.params().items() if k != "checkpoint_hash"}
 
     def build() -> tuple[Path, str]:
-        data, retriever_specs = mixed_training_data(context, retriever, config)
-        spec = {
-            "method": "lora",
-            "training_version": TRAINING_VERSION,
-            "backbone": context.model_spec,
-            "retriever": {"name": retriever, "per_dataset": retriever_specs},
-            "data": data.spec(),
-            "training": config.spec(),
-            "settings": {k: v for k, v in method.params().items() if k != "checkpoint_hash"},
-        }
-        spec_hash = content_hash(spec)
-        folder = Path(context.config.results) / "checkpoints" / f"lora-{spec_hash}"
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(folder) + ".lock"):
-            if not (folder / "adapter_model.safetensors").is_file():
-                context.log(f"training lora (r={method.r}, retriever {retriever}) -> {folder.name}")
-                for note in data.skipped:
-                    context.log(f"  training pool skipped: {note}")
-                _train_lora(method, context, data, config, folder, spec)
-        return folder, _file_hash(folder / "adapter_model.safetensors")
+        def train_into(data: TrainingData, folder: Path, spec: dict) -> None:
+            _train_lora(method, context, data, config, folder, spec)
+
+        describe = f"lora (r={method.r}, retriever {retriever})"
+        folder = _adapter_folder(context, "lora", "lora", retriever, config, settings, describe, train_into)
+        return folder, _file_hash(folder / PEFT_WEIGHTS)
 
     return context.artifact(("lora", retriever, content_hash(method.params())), build)
 
 
 def _train_lora(method: Any, context: Any, data: TrainingData, config: TrainingConfig, folder: Path, spec: dict) -> None:
     import dataclasses
-    import os
-    import shutil
-    import tempfile
 
     from peft import get_peft_model
 
     from harness.generation import HFBackend
-    from harness.models import load_model
     from harness.templates import PROMPT
     from harness.training import answer_loss, draw_inputs
 
-    copy = load_model(context.config.model, dtype=context.config.dtype, trust_remote_code=context.config.trust_remote_code)
+    copy = _backbone_copy(context)
     peft_model = get_peft_model(copy.model, method.peft_config())  # injects the adapter into this copy only
     peft_model.train()  # LoRA dropout on; the backbone's own weights stay frozen
     backend = HFBackend(dataclasses.replace(copy, model=peft_model.get_base_model()))
@@ -191,17 +251,86 @@ def _train_lora(method: Any, context: Any, data: TrainingData, config: TrainingC
             return answer_loss(backend, inputs, answers, prefix_once=False)  # LoRA changes the passages' states
 
     log = train(LoraTrainer(), data, config, log=context.log)
-    staging = Path(tempfile.mkdtemp(prefix=".lora-", dir=folder.parent))
-    try:
-        peft_model.save_pretrained(staging)
-        (staging / "harness-training.json").write_text(
-            json.dumps({"spec": spec, "log": log.__dict__, "harness_version": __version__}, indent=2, sort_keys=True) + "\n"
+    _save_peft(peft_model, folder, spec, log)
+
+
+def prefix_peft_tokens(method: Any, context: Any, retriever: str) -> tuple[torch.Tensor, str]:
+    """``prefix`` with ``impl=peft``: the (n, d) fp32 prompt-tuning tokens of PEFT's adapter folder for this backbone
+    and retriever (trained when absent), and their content hash. ``method.checkpoint`` names a PEFT
+    prompt-tuning folder to use as it is."""
+    hidden = _hidden_size(context)
+    if method.checkpoint:  # an existing PEFT prompt-tuning adapter: nothing to train
+        weights = load_peft_prompt(Path(method.checkpoint), hidden_size=hidden)
+        method.n = int(weights.shape[0])
+        return weights, tensor_hash(weights)
+    config = training_config(context, method.name)
+    settings = {**_token_settings(method), "impl": method.impl}
+
+    def build() -> tuple[torch.Tensor, str]:
+        def train_into(data: TrainingData, folder: Path, spec: dict) -> None:
+            train_prefix_peft(method, _backbone_copy(context), data, config, folder, spec, log=context.log)
+
+        describe = f"prefix with PEFT prompt tuning (n={method.n}, retriever {retriever})"
+        folder = _adapter_folder(context, method.name, "prefix-peft", retriever, config, settings, describe, train_into)
+        weights = load_peft_prompt(folder, hidden_size=hidden)
+        return weights, tensor_hash(weights)
+
+    return context.artifact(("prefix-peft", retriever, content_hash(settings)), build)
+
+
+def train_prefix_peft(
+    method: Any,
+    copy: Any,
+    data: TrainingData,
+    config: TrainingConfig,
+    folder: Path,
+    spec: dict,
+    log: Callable[[str], None] = print,
+) -> TrainingLog:
+    """Train ``prefix`` with PEFT prompt tuning on ``copy`` (a LoadedModel used by nothing else) with the harness's
+    loop, and save PEFT's adapter folder (plus ``harness-training.json``) as ``folder``."""
+    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+
+    from harness.generation import HFBackend
+    from harness.methods.prefix import PeftPromptTrainer
+    from harness.methods.spring import initial_tokens
+
+    # RANDOM, then overwritten with the harness's start values: one definition of the initialisation for both
+    # impls (PEFT's TEXT init tokenizes with special tokens, so on Llama its first token would be BOS).
+    peft_config = PromptTuningConfig(
+        task_type=TaskType.CAUSAL_LM, num_virtual_tokens=method.n, prompt_tuning_init=PromptTuningInit.RANDOM
+    )
+    peft_model = get_peft_model(copy.model, peft_config)
+    peft_model.eval()  # no dropout anywhere: the same function of the tokens as the spring impl's frozen backbone
+    (prompt,) = [p for p in peft_model.parameters() if p.requires_grad]
+    initial = initial_tokens(copy.model.get_input_embeddings(), copy.tokenizer, method.n, method.init, config.seed)
+    with torch.no_grad():
+        prompt.copy_(initial.to(prompt.device, prompt.dtype))
+    record = train(PeftPromptTrainer(method, peft_model, HFBackend(copy), config), data, config, log=log)
+    _save_peft(peft_model, folder, spec, record)
+    return record
+
+
+def load_peft_prompt(folder: Path, *, hidden_size: int) -> torch.Tensor:
+    """The (n, d) fp32 prompt embeddings of a PEFT prompt-tuning adapter folder, checked against the backbone."""
+    from peft import PeftConfig, PeftType
+    from safetensors import safe_open
+
+    # Check the folder first: PeftConfig.from_pretrained would take a missing local path for a hub id.
+    if not (folder / "adapter_config.json").is_file() or not (folder / PEFT_WEIGHTS).is_file():
+        raise HarnessError(f"{folder} is not a PEFT adapter folder (adapter_config.json and {PEFT_WEIGHTS} expected)")
+    peft_type = PeftConfig.from_pretrained(str(folder)).peft_type
+    if peft_type != PeftType.PROMPT_TUNING:
+        raise HarnessError(f"{folder} holds a {peft_type} adapter; prefix.impl=peft needs PROMPT_TUNING")
+    with safe_open(str(folder / PEFT_WEIGHTS), framework="pt") as handle:
+        if PEFT_PROMPT_KEY not in handle.keys():  # noqa: SIM118 - safe_open has no __contains__
+            raise HarnessError(f"{folder / PEFT_WEIGHTS} holds no {PEFT_PROMPT_KEY!r} tensor")
+        weights = handle.get_tensor(PEFT_PROMPT_KEY).to(torch.float32)
+    if weights.dim() != 2 or weights.shape[1] != hidden_size:
+        raise HarnessError(
+            f"{folder}: prompt embeddings of shape {tuple(weights.shape)} do not fit a backbone of hidden size {hidden_size}"
         )
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return weights
 
 
 def lora_backend(method: Any, context: Any) -> Any:
@@ -213,9 +342,8 @@ def lora_backend(method: Any, context: Any) -> Any:
         from peft import PeftModel
 
         from harness.generation import HFBackend
-        from harness.models import load_model
 
-        copy = load_model(context.config.model, dtype=context.config.dtype, trust_remote_code=context.config.trust_remote_code)
+        copy = _backbone_copy(context)
         merged = PeftModel.from_pretrained(copy.model, str(method.adapter)).merge_and_unload()
         merged.eval()
         merged.requires_grad_(False)
