@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import random
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -42,6 +43,7 @@ class RunConfig:
     retrievers: tuple[str, ...] = ("bm25",)
     passages: tuple[int, ...] = (3,)
     tokens: tuple[int, ...] | None = None  # for methods with virtual tokens; None = the method's default
+    shots: tuple[int, ...] | None = None  # for few-shot methods; None = the method's default
     model: str = "smollm2-135m"
     dtype: str = "auto"
     trust_remote_code: bool = False
@@ -100,6 +102,21 @@ class RunContext:
 
         folder, model_id = resolve_model_path(self.config.model)
         return {"model": model_id, "weights_hash": weights_hash(folder), "dtype": resolve_dtype(self.config.dtype)}
+
+    @property
+    def tokenizer(self):
+        """The backbone's tokenizer, without loading its weights unless they already are."""
+        if "loaded" in self.__dict__:
+            return self.loaded.tokenizer
+        return self.artifact("tokenizer", self._load_tokenizer)
+
+    def _load_tokenizer(self):
+        from transformers import AutoTokenizer
+
+        from harness.models import resolve_model_path
+
+        folder, _ = resolve_model_path(self.config.model)
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=self.config.trust_remote_code)
 
     @cached_property
     def loaded(self):
@@ -175,20 +192,44 @@ class Cell:
 
 
 def method_instances(name: str, config: RunConfig) -> list[Any]:
-    """The method objects for ``name``: one per requested token count when the method takes tokens."""
+    """The method objects for ``name``: one per requested token count (or shot count) when the method takes them."""
+    from harness.registry import unknown_name
     from harness.training import TrainingConfig
 
     cls = METHODS.get(name)
-    training_keys = TrainingConfig.__dataclass_fields__
+    trained = bool(getattr(cls, "prepare", None))
+    training_keys = set(TrainingConfig.__dataclass_fields__) if trained else set()
     options = {
         key: value for target, key, value in _split_options(config.method_options) if target == name and key not in training_keys
     }
+    accepted = constructor_options(cls) - {"tokens", "shots"}
+    for key in options:
+        if key not in accepted:
+            if not accepted and not trained:
+                raise HarnessError(f"method {name!r} takes no options (got {', '.join(options)})")
+            raise unknown_name(f"{name} option", key, accepted | training_keys)
     if getattr(cls, "uses_tokens", False):
         counts = config.tokens or (cls.default_tokens,)
         return [cls(tokens=k, **options) for k in counts]
-    if options:
-        raise HarnessError(f"method {name!r} takes no options (got {', '.join(options)})")
-    return [cls()]
+    if getattr(cls, "uses_shots", False):
+        return [cls(shots=n, **options) for n in config.shots or (cls.default_shots,)]
+    return [cls(**options)]
+
+
+def constructor_options(cls: type) -> set[str]:
+    """Keyword arguments ``cls(...)`` accepts, following ``**options`` up to the parent classes' ``__init__``."""
+    import inspect
+
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        parameters = inspect.signature(init).parameters.values()
+        names |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return names - {"chat_template"}
 
 
 def parse_method_options(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -239,6 +280,14 @@ def plan(config: RunConfig, context: RunContext) -> tuple[list[Cell], list[str]]
                 for method in method_instances(method_name, config):
                     if hasattr(method, "prepare"):
                         method.prepare(context, retriever_name)  # trained methods load or train their weights
+                    if hasattr(method, "prepare_dataset"):  # per-dataset inputs (few-shot examples, chat checks)
+                        try:
+                            method.prepare_dataset(context, retriever_name, dataset)
+                        except HarnessError as error:
+                            if not config.skip_unavailable:
+                                raise
+                            notices.append(f"skipped {method_name} on {dataset}: {error}")
+                            continue
                     # Closed-book cells (a method without passages, or the `none` retriever) have m = 0.
                     for m in config.passages if uses_passages and retriever_name != "none" else (0,):
                         retriever_spec = context.retriever(retriever_name, dataset).spec()
@@ -262,6 +311,32 @@ def plan(config: RunConfig, context: RunContext) -> tuple[list[Cell], list[str]]
 
 def compute_cell(cell: Cell, context: RunContext, on_batch: Callable[[int], None] = lambda n: None) -> CellRecord | None:
     """Compute (or resume) one cell; ``None`` when the store already holds it complete."""
+    return compute_cells([cell], context, on_batch=lambda _cell, n: on_batch(n))[0]
+
+
+def share_key(cell: Cell, context: RunContext) -> tuple:
+    """Cells with equal keys read the same passages of the same questions on the same backend.
+
+    :func:`compute_cells` answers such cells together, so a passages block that their inputs share is prefilled
+    once per question instead of once per cell: SPRING at every k of a token sweep always (its inputs are cut as
+    if all n tokens were plugged), and prompt and concat too when their inputs are not cut.
+    """
+    backend = cell.method.backend_for(context) if hasattr(cell.method, "backend_for") else None
+    spec = cell.spec
+    return (spec.dataset, spec.example_ids_hash, cell.retriever, spec.passages, id(backend))
+
+
+def compute_cells(
+    cells: Sequence[Cell], context: RunContext, on_batch: Callable[[Cell, int], None] = lambda cell, n: None
+) -> list[CellRecord | None]:
+    """Compute (or resume) cells of one :func:`share_key` group together, chunk by chunk of examples.
+
+    Each chunk's inputs of every cell go to the backend in one call with prefix reuse, then each cell's rows are
+    appended to its own partial folder: a crash leaves every cell resumable at its own point. Returns one record
+    per cell (``None`` for a cell the store already held complete).
+    """
+    if len({share_key(cell, context) for cell in cells}) > 1:
+        raise ValueError("compute_cells needs cells with the same dataset, examples, retriever, m and backend")
     config = context.config
     provenance = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -272,62 +347,98 @@ def compute_cell(cell: Cell, context: RunContext, on_batch: Callable[[int], None
         "corpus": config.corpus,
     }
     store = context.store
-    with store.writing(cell.spec, provenance, force=config.force) as writer:
-        if writer is None:
-            return None
-        ids = [e.id for e in cell.examples]
-        done = writer.done_ids
-        if ids[: len(done)] != done:
-            raise RuntimeError(f"cell {cell.key}: stored predictions are not a prefix of the example order")
-        remaining = list(cell.examples[len(done) :])
-        m = cell.spec.passages
-        run = context.retrieval(cell.retriever, cell.spec.dataset, "eval", cell.examples, m) if m > 0 else None
+    records: list[CellRecord | None] = [None] * len(cells)
+    with ExitStack() as stack:
+        open_cells: list[tuple[int, Cell, Any, int]] = []  # (index, cell, writer, examples already stored)
+        for index, cell in enumerate(cells):
+            writer = stack.enter_context(store.writing(cell.spec, provenance, force=config.force))
+            if writer is None:
+                continue
+            ids = [e.id for e in cell.examples]
+            if ids[: len(writer.done_ids)] != writer.done_ids:
+                raise RuntimeError(f"cell {cell.key}: stored predictions are not a prefix of the example order")
+            open_cells.append((index, cell, writer, len(writer.done_ids)))
+        if not open_cells:
+            return records
+        first = open_cells[0][1]
+        examples, m = first.examples, first.spec.passages
+        run = context.retrieval(first.retriever, first.spec.dataset, "eval", examples, m) if m > 0 else None
         # Methods that change the backbone itself (LoRA) bring their own backend; the others share the base one.
-        backend = cell.method.backend_for(context) if hasattr(cell.method, "backend_for") else context.backend
-        tokenizer = backend.tokenizer
-        for begin in range(0, len(remaining), EXAMPLES_PER_FLUSH):
-            chunk = remaining[begin : begin + EXAMPLES_PER_FLUSH]
-            passages: list[list[Passage]] = [run.passages(e.id)[:m] if run is not None else [] for e in chunk]
-            inputs = [cell.method.build_input(e, p, tokenizer) for e, p in zip(chunk, passages, strict=True)]
-            generations = backend.generate(inputs, context.decoding, reuse_prefix=m > 0)
-            rows = []
-            for example, used, generation in zip(chunk, passages, generations, strict=True):
-                scores = {name: METRICS[name](generation.prediction, list(example.golds)) for name in cell.spec.metrics}
-                rows.append(
-                    {
-                        "id": example.id,
-                        "question": example.question,
-                        "golds": list(example.golds),
-                        "passage_ids": [p.id for p in used],
-                        "prediction": generation.prediction,
-                        "raw": generation.raw,
-                        "input_tokens": generation.input_tokens,
-                        "stop": generation.stop,
-                        "metrics": scores,
-                    }
-                )
-            writer.append(rows)
-            on_batch(len(chunk))
-        return store.finish(cell.spec, ids)
+        backend = first.method.backend_for(context) if hasattr(first.method, "backend_for") else context.backend
+        start = min(done for _, _, _, done in open_cells)
+        for begin in range(start, len(examples), EXAMPLES_PER_FLUSH):
+            positions = range(begin, min(begin + EXAMPLES_PER_FLUSH, len(examples)))
+            passages = {i: run.passages(examples[i].id)[:m] if run is not None else [] for i in positions}
+            # Every (cell, example) this chunk still lacks, answered in one backend call.
+            jobs = [(slot, i) for slot, (_, _, _, done) in enumerate(open_cells) for i in positions if i >= done]
+            inputs = [open_cells[slot][1].method.build_input(examples[i], passages[i], backend.tokenizer) for slot, i in jobs]
+            generations = iter(backend.generate(inputs, context.decoding, reuse_prefix=m > 0))
+            for slot, (_, cell, writer, _) in enumerate(open_cells):
+                rows = [_prediction_row(cell, examples[i], passages[i], next(generations)) for s, i in jobs if s == slot]
+                if rows:
+                    writer.append(rows)
+                    on_batch(cell, len(rows))
+        for index, cell, _, _ in open_cells:
+            records[index] = store.finish(cell.spec, [e.id for e in cell.examples])
+    return records
+
+
+def _prediction_row(cell: Cell, example: Example, used: Sequence[Passage], generation: Any) -> dict[str, Any]:
+    scores = {name: METRICS[name](generation.prediction, list(example.golds)) for name in cell.spec.metrics}
+    return {
+        "id": example.id,
+        "question": example.question,
+        "golds": list(example.golds),
+        "passage_ids": [p.id for p in used],
+        "prediction": generation.prediction,
+        "raw": generation.raw,
+        "input_tokens": generation.input_tokens,
+        "stop": generation.stop,
+        "metrics": scores,
+    }
 
 
 def run(config: RunConfig, context: RunContext | None = None, progress: Any = None) -> tuple[list[Cell], list[str]]:
-    """Plan and compute every cell of ``config``; returns the cells and the notices."""
+    """Plan and compute every cell of ``config``; returns the cells and the notices.
+
+    Cells that read the same passages on the same backend (:func:`share_key`) are computed together.
+    """
     context = context or RunContext(config)
     cells, notices = plan(config, context)
     todo = [cell for cell in cells if config.force or not context.store.is_complete(cell.key)]
+    groups: dict[tuple, list[Cell]] = {}
+    for cell in todo:
+        groups.setdefault(share_key(cell, context), []).append(cell)
     if progress is None:
-        for cell in todo:
-            compute_cell(cell, context)
+        for group in groups.values():
+            compute_cells(group, context)
         return cells, notices
+    from harness.leaderboard import method_label
+
     overall = progress.add_task("cells", total=len(todo))
-    for index, cell in enumerate(todo, start=1):
-        label = f"cell {index}/{len(todo)} {cell.spec.dataset} {cell.spec.method['name']} {cell.retriever} m={cell.spec.passages}"
-        task = progress.add_task(label, total=len(cell.examples))
-        compute_cell(cell, context, on_batch=lambda n, task=task: progress.advance(task, n))
-        progress.update(task, completed=len(cell.examples))
-        progress.advance(overall)
+    done = 0
+    for group in groups.values():
+        tasks = {}
+        for cell in group:
+            done += 1
+            label = f"cell {done}/{len(todo)} {cell.spec.dataset} {method_label(cell.spec.method)} {cell.retriever} m={cell.spec.passages}"
+            tasks[cell.key] = progress.add_task(label, total=len(cell.examples))
+        compute_cells(group, context, on_batch=lambda cell, n: progress.advance(tasks[cell.key], n))
+        for cell in group:
+            progress.update(tasks[cell.key], completed=len(cell.examples))
+            progress.advance(overall)
     return cells, notices
 
 
-__all__ = ["CPU_DEFAULT_LIMIT", "Cell", "RunConfig", "RunContext", "compute_cell", "plan", "run", "select_examples"]
+__all__ = [
+    "CPU_DEFAULT_LIMIT",
+    "Cell",
+    "RunConfig",
+    "RunContext",
+    "compute_cell",
+    "compute_cells",
+    "plan",
+    "run",
+    "select_examples",
+    "share_key",
+]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.templates import PASSAGES, VIRTUAL, Template
+from harness.templates import PASSAGES, SHOTS, VIRTUAL, Template
 from harness.types import Passage
 
 BOS = "bos"
@@ -30,17 +30,22 @@ PASSAGE_LINES = "passages"
 PASSAGES_END = "passages-end"
 TEXT = "text"
 VIRTUAL_TOKENS = "virtual"
+SHOT = "shot"
+SHOT_PASSAGE_LINES = "shot-passages"
+SHOT_PASSAGES_END = "shot-passages-end"
 PASSAGES_BLOCK_END = "\n\n"  # the last passage's newline plus the blank line
+_BLOCK_ENDS = (PASSAGES_END, SHOT_PASSAGES_END)
 _CHAT_SENTINEL = "\u2063HARNESS-CONTENT\u2063"
 
 
 @dataclass(frozen=True)
 class TokenSegment:
-    """Token ids. Only ``truncatable`` segments (the passage lines) are ever shortened."""
+    """Token ids. Only ``truncatable`` segments (passage lines) are ever shortened, higher ``cut_priority`` first."""
 
     ids: tuple[int, ...]
     role: str = TEXT
     truncatable: bool = False
+    cut_priority: int = 0  # few-shot examples' passages (1) are cut before the question's own passages (0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ids", tuple(int(i) for i in self.ids))
@@ -51,10 +56,15 @@ class TokenSegment:
 
 @dataclass(frozen=True, eq=False)
 class EmbeddingSegment:
-    """Embedding rows ``(k, hidden)`` fed to the model as they are (e.g. k trainable virtual tokens)."""
+    """Embedding rows ``(k, hidden)`` fed to the model as they are (e.g. k trainable virtual tokens).
+
+    ``reserve``: the length :func:`truncate` budgets for this segment when it is longer than ``k`` (SPRING
+    reserves all n tokens, so every k of a token sweep reads the same, shareable passage text).
+    """
 
     rows: Any  # torch.Tensor; typed loosely so this module imports without torch
     role: str = VIRTUAL_TOKENS
+    reserve: int = 0
 
     def __post_init__(self) -> None:
         if self.rows.dim() != 2:
@@ -89,15 +99,17 @@ def leading_special_ids(tokenizer: Any) -> tuple[int, ...]:
     return ()
 
 
-def passage_segments(tokenizer: Any, passages: Sequence[Passage]) -> list[TokenSegment]:
-    """The passages block as ``[passage lines (truncatable), "\\n\\n"]`` ([] when there are no passages)."""
+def passage_segments(tokenizer: Any, passages: Sequence[Passage], *, shot: bool = False) -> list[TokenSegment]:
+    """The passages block as ``[passage lines (truncatable), "\\n\\n"]`` ([] when there are no passages).
+
+    ``shot``: the block of a solved few-shot example (its own roles, cut before the question's passages)."""
     block = format_passages(passages)
     if not block:
         return []
     lines = block.removesuffix(PASSAGES_BLOCK_END)
     return [
-        TokenSegment(tokenize(tokenizer, lines), PASSAGE_LINES, truncatable=True),
-        TokenSegment(tokenize(tokenizer, PASSAGES_BLOCK_END), PASSAGES_END),
+        TokenSegment(tokenize(tokenizer, lines), SHOT_PASSAGE_LINES if shot else PASSAGE_LINES, truncatable=True, cut_priority=int(shot)),
+        TokenSegment(tokenize(tokenizer, PASSAGES_BLOCK_END), SHOT_PASSAGES_END if shot else PASSAGES_END),
     ]
 
 
@@ -108,21 +120,27 @@ def build_segments(
     tokenizer: Any,
     *,
     virtual: EmbeddingSegment | None = None,
+    shots: Sequence[Segment] | None = None,
     chat_template: bool = False,
 ) -> list[Segment]:
-    """The segments for ``template`` filled with ``question``, ``passages`` and optional ``virtual`` tokens.
+    """The segments for ``template`` filled with ``question``, ``passages``, and ``virtual`` tokens or solved
+    example ``shots`` where the template has those slots.
 
     With ``chat_template`` the whole rendered template becomes the user turn of the tokenizer's chat template
     (off by default: the paper feeds the raw template).
     """
     if (VIRTUAL in template.slots) != (virtual is not None):
         raise ValueError(f"template {template.name!r} and the virtual-token segment do not match")
+    if (SHOTS in template.slots) != (shots is not None):
+        raise ValueError(f"template {template.name!r} and the few-shot segments do not match")
     body: list[Segment] = []
     for kind, value in template.pieces(question):
         if kind == PASSAGES:
             body.extend(passage_segments(tokenizer, passages))
         elif kind == VIRTUAL:
             body.append(virtual)
+        elif kind == SHOTS:
+            body.extend(shots)
         else:
             body.append(TokenSegment(tokenize(tokenizer, value), TEXT))
     if not chat_template:
@@ -149,31 +167,38 @@ def input_length(segments: Sequence[Segment]) -> int:
     return sum(len(s) for s in segments)
 
 
+def budget_length(segments: Sequence[Segment]) -> int:
+    """The length :func:`truncate` fits into the maximum: :func:`input_length` with reserved virtual tokens."""
+    return sum(max(len(s), s.reserve) if isinstance(s, EmbeddingSegment) else len(s) for s in segments)
+
+
 def truncate(segments: Sequence[Segment], max_tokens: int) -> list[Segment]:
     """Fit ``segments`` into ``max_tokens`` by cutting passage text from the end of the last passage backwards.
 
-    The question, the instruction, virtual tokens and the block's closing blank line are never cut. A passages
-    segment cut to nothing is dropped (with its closing blank line once no passage text is left at all).
+    Few-shot examples' passages go first (``cut_priority``), then the question's own. The question, the
+    instruction, virtual tokens and the blocks' closing blank lines are never cut; virtual tokens count with their
+    ``reserve``. A passages segment cut to nothing is dropped together with its closing blank line.
     """
     segments = list(segments)
-    excess = input_length(segments) - max_tokens
-    # Walk truncatable segments from the last one backwards, taking tokens off their ends.
-    for index in reversed(range(len(segments))):
-        segment = segments[index]
+    excess = budget_length(segments) - max_tokens
+    cut_order = sorted(
+        (i for i, s in enumerate(segments) if isinstance(s, TokenSegment) and s.truncatable),
+        key=lambda i: (-segments[i].cut_priority, -i),
+    )
+    for index in cut_order:
         if excess <= 0:
             break
-        if isinstance(segment, TokenSegment) and segment.truncatable:
-            keep = max(len(segment) - excess, 0)
-            excess -= len(segment) - keep
-            segments[index] = TokenSegment(segment.ids[:keep], segment.role, truncatable=True)
-    if any(isinstance(s, TokenSegment) and s.truncatable and not s.ids for s in segments):
-        segments = [s for s in segments if not (isinstance(s, TokenSegment) and s.truncatable and not s.ids)]
-        if not any(isinstance(s, TokenSegment) and s.role == PASSAGE_LINES for s in segments):
-            segments = [s for s in segments if not (isinstance(s, TokenSegment) and s.role == PASSAGES_END)]
-            excess = input_length(segments) - max_tokens
+        segment = segments[index]
+        keep = max(len(segment) - excess, 0)
+        excess -= len(segment) - keep
+        if not keep and index + 1 < len(segments) and segments[index + 1].role in _BLOCK_ENDS:
+            excess -= len(segments[index + 1])  # an emptied block goes with its closing blank line
+        segments[index] = TokenSegment(segment.ids[:keep], segment.role, truncatable=True, cut_priority=segment.cut_priority)
+    emptied = {i for i in cut_order if not segments[i].ids}
+    segments = [s for i, s in enumerate(segments) if i not in emptied and not (s.role in _BLOCK_ENDS and i - 1 in emptied)]
     if excess > 0:
         raise HarnessError(
-            f"input needs {input_length(segments)} tokens without passage text, more than the maximum input "
+            f"input needs {budget_length(segments)} tokens without passage text, more than the maximum input "
             f"length {max_tokens}; the question and instruction are never truncated: raise --max-input-tokens"
         )
     return segments

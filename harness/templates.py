@@ -1,7 +1,7 @@
 """The exact input templates of the paper (SPRING, arXiv 2405.19670), one place, each with a content hash.
 
 Placeholders: ``{passages}`` (the retrieved-passages block, see :func:`harness.segments.format_passages`),
-``{T}`` (the virtual tokens; SPRING only) and ``{q}`` (the question). Nothing else in a template is a
+``{T}`` (the virtual tokens; SPRING only), ``{shots}`` (solved examples; few-shot only) and ``{q}`` (the question). Nothing else in a template is a
 placeholder, and the question text is never re-interpreted, so braces inside a question are safe.
 
 A template's ``spec()`` (name, version, sha256 of the exact text) goes into every result key: editing a string
@@ -19,7 +19,8 @@ from harness.registry import unknown_name
 PASSAGES = "passages"
 VIRTUAL = "T"
 QUESTION = "q"
-_PLACEHOLDER = re.compile(r"\{(passages|T|q)\}")
+SHOTS = "shots"
+_PLACEHOLDER = re.compile(r"\{(passages|T|q|shots)\}")
 
 
 @dataclass(frozen=True)
@@ -46,17 +47,17 @@ class Template:
     def spec(self) -> dict[str, str | int]:
         return {"name": self.name, "version": self.version, "hash": self.hash}
 
-    def render(self, *, q: str, passages: str = "", T: str = "") -> str:  # noqa: N803 - the paper's symbol
+    def render(self, *, q: str, passages: str = "", T: str = "", shots: str = "") -> str:  # noqa: N803 - the paper's symbol
         """The full input as text (virtual tokens rendered as ``T``); used for display and exact-string tests."""
-        values = {PASSAGES: passages, VIRTUAL: T, QUESTION: q}
+        values = {PASSAGES: passages, VIRTUAL: T, QUESTION: q, SHOTS: shots}
         return _PLACEHOLDER.sub(lambda match: values[match.group(1)], self.text)
 
     def pieces(self, q: str) -> list[tuple[str, str]]:
-        """``[(kind, value)]`` in order: ``("text", literal-with-question-filled)``, ``("passages", "")`` or
-        ``("T", "")``. Adjacent literal text (and the question) is merged into one text piece."""
+        """``[(kind, value)]`` in order: ``("text", literal-with-question-filled)``, ``("passages", "")``,
+        ``("T", "")`` or ``("shots", "")``. Adjacent literal text (and the question) is merged into one text piece."""
         pieces: list[tuple[str, str]] = []
         for index, part in enumerate(_PLACEHOLDER.split(self.text)):  # slot names sit at odd positions
-            if index % 2 and part in (PASSAGES, VIRTUAL):
+            if index % 2 and part in (PASSAGES, VIRTUAL, SHOTS):
                 pieces.append((part, ""))
                 continue
             text = q if index % 2 else part
@@ -71,14 +72,20 @@ class Template:
 
 CLOSED_BOOK = Template("closed-book", "Question: {q}\nAnswer:")
 CONCAT = Template("concat", "{passages}{q}")
-PROMPT = Template(
-    "prompt",
-    "{passages}According to the previous relevant passages, please answer the following question. "
-    "Only return the answer without any other words.\nQuestion: {q}\nAnswer:",
+# The paper's manual instruction P1 (also SPRING's token initialisation text).
+INSTRUCTION = (
+    "According to the previous relevant passages, please answer the following question. "
+    "Only return the answer without any other words."
 )
+PROMPT = Template("prompt", "{passages}" + INSTRUCTION + "\nQuestion: {q}\nAnswer:")
+# P1 as the user turn of a chat template: the assistant turn that follows is the answer, so no "Answer:".
+PROMPT_CHAT = Template("prompt-chat", "{passages}" + INSTRUCTION + "\nQuestion: {q}")
+# P1 after solved examples; each example is P1 with its own passages, question and answer, then a blank line.
+PROMPT_FEWSHOT = Template("prompt-fewshot", "{shots}" + PROMPT.text)
+SHOT_ANSWER = " {answer}\n\n"  # what follows a solved example's "Answer:" (the example is PROMPT itself)
 SPRING = Template("spring", "{passages}{T}Question: {q}\nAnswer:")
 
-TEMPLATES: dict[str, Template] = {t.name: t for t in (CLOSED_BOOK, CONCAT, PROMPT, SPRING)}
+TEMPLATES: dict[str, Template] = {t.name: t for t in (CLOSED_BOOK, CONCAT, PROMPT, PROMPT_CHAT, PROMPT_FEWSHOT, SPRING)}
 
 
 def get_template(name: str) -> Template:

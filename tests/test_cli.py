@@ -10,7 +10,7 @@ def test_unknown_listing_exits_2_with_did_you_mean(capsys):
     assert main(["ls", "datasetz"]) == 2
     captured = capsys.readouterr()
     assert captured.err.strip() == (
-        "error: unknown listing 'datasetz'. Did you mean 'datasets'? Valid listings: datasets, metrics, suites."
+        "error: unknown listing 'datasetz'. Did you mean 'datasets'? Valid listings: datasets, methods, metrics, suites."
     )
     assert "Traceback" not in captured.err
 
@@ -22,6 +22,15 @@ def test_ls_suites_and_metrics(capsys):
     assert main(["ls", "metrics"]) == 0
     out = capsys.readouterr().out
     assert "exact_match" in out and "regex_match" in out
+
+
+def test_ls_methods_lists_every_method_with_its_options(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # one table row per line
+    assert main(["ls", "methods"]) == 0
+    rows = {line.split("│")[1].strip(): line for line in capsys.readouterr().out.splitlines() if line.startswith("│")}
+    assert {"closed-book", "concat", "prompt", "prompt-chat", "prompt-fewshot", "spring", "lora", "spring-plus", "prefix"} <= set(rows)
+    assert "--shots" in rows["prompt-fewshot"] and "pool, seed" in rows["prompt-fewshot"]
+    assert "spring-trq" in rows["prefix"] and "impl" in rows["prefix"] and "--tokens" in rows["prefix"]
 
 
 def test_ls_datasets_counts(capsys, real_data_dir):

@@ -42,7 +42,18 @@ def _prepared_prefix() -> Method:
     return method
 
 
+def _prepared_fewshot() -> Method:
+    """Two solved examples as the runner would draw them (drawing has its own tests in test_reference_baselines.py)."""
+    method = METHODS.get("prompt-fewshot")(shots=2)
+    method.examples = (
+        (Example("s/1", "what is the capital of france?", ("Paris",)), (PASSAGES[1],)),
+        (Example("s/2", "who was darwin?", ("a naturalist",)), (PASSAGES[0], PASSAGES[1])),
+    )
+    return method
+
+
 SETUP: dict[str, Callable[[], Method]] = {
+    "prompt-fewshot": _prepared_fewshot,
     "spring": _prepared_spring,
     "spring-plus": _prepared_spring_plus,
     "prefix": _prepared_prefix,
@@ -93,8 +104,14 @@ def test_render_matches_the_segments(name, backend):
     method = _make(name)
     if any(isinstance(s, EmbeddingSegment) for s in method.build_input(EXAMPLE, PASSAGES, backend.tokenizer)):
         pytest.skip("inputs with virtual tokens have no plain-text form")
-    text = backend.tokenizer.decode([i for s in method.build_input(EXAMPLE, PASSAGES, backend.tokenizer) for i in s.ids])
-    assert text == backend.tokenizer.bos_token + method.render(EXAMPLE, PASSAGES)
+    tokenizer = backend.tokenizer
+    text = tokenizer.decode([i for s in method.build_input(EXAMPLE, PASSAGES, tokenizer) for i in s.ids])
+    rendered = method.render(EXAMPLE, PASSAGES)
+    if method.chat_template:
+        chat = [{"role": "user", "content": rendered}]
+        assert text == tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    else:
+        assert text == tokenizer.bos_token + rendered
 
 
 def test_chat_template_is_a_parameter_in_the_spec():

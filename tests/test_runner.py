@@ -10,58 +10,8 @@ from harness.models import load_model
 from harness.runner import RunConfig, RunContext, run
 from harness.store import Store
 from tiny_model import tiny_model_dir
-
-QUESTIONS = [
-    ("who wrote the origin of species", ["Charles Darwin"]),
-    ("what is the capital of france", ["Paris"]),
-    ("how many legs does a spider have", ["eight", "8"]),
-    ("which fox is quick", ["the brown fox"]),
-    ("where is the lazy dog", ["under the fox"]),
-]
-PASSAGES = [
-    {"id": "p1", "title": "Darwin", "text": "Charles Darwin wrote On the Origin of Species in 1859."},
-    {"id": "p2", "title": "Paris", "text": "Paris is the capital and most populous city of France."},
-    {"id": "p3", "title": "Spider", "text": "A spider has eight legs and spins webs."},
-    {"id": "p4", "title": "Fox", "text": "The quick brown fox jumps over the lazy dog."},
-    {"id": "p5", "title": "Dog", "text": "The lazy dog sleeps under the tree all day."},
-]
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch):
-    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
-    data = tmp_path / "data"
-    (data / "nq_open").mkdir(parents=True)
-    (data / "nq_open" / "NQ-open.dev.jsonl").write_text(
-        "".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in QUESTIONS)
-    )
-    (data / "dpr_qas").mkdir()
-    (data / "dpr_qas" / "topics.nq.dev.txt").write_text(
-        "who wrote about species\t['Darwin']\nwhat city is in france\t['Paris']\nhow many legs has a spider\t['8']\n"
-    )
-    (data / "nq_open" / "NQ-open.efficientqa.dev.1.1.jsonl").write_text(json.dumps({"question": "is the dog lazy", "answer": ["yes"]}) + "\n")
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps(p) + "\n" for p in PASSAGES))
-    return {"data": data, "corpus": corpus, "results": tmp_path / "results"}
-
-
-def _config(world, **overrides):
-    values = dict(
-        datasets=("nq",),
-        methods=("closed-book", "prompt"),
-        retrievers=("bm25",),
-        passages=(2,),
-        model=str(tiny_model_dir()),
-        dtype="fp32",
-        results=world["results"],
-        data_dir=world["data"],
-        corpus=str(world["corpus"]),
-        batch_size=2,
-        max_new_tokens=6,
-    )
-    values.update(overrides)
-    return RunConfig(**values)
-
+from tiny_world import QUESTIONS
+from tiny_world import run_config as _config
 
 def _predictions(store_root):
     store = Store(store_root)
@@ -158,6 +108,39 @@ def test_spring_trains_once_and_serves_every_token_count(world, monkeypatch):
     other, _ = run(_config(world, methods=("spring",), tokens=(1,), method_options=(*options[:1], ("spring.examples", "3"), *options[2:])))
     assert other[0].key != cells[0].key
     assert len(list((world["results"] / "checkpoints").glob("spring-*.safetensors"))) == 2
+
+
+def test_a_token_sweep_prefills_each_question_once_and_equals_separate_cells(world, monkeypatch):
+    """SPRING at every k reads the same (cut) passages, so the sweep prefills each question's passages once."""
+    from harness.generation import HFBackend
+
+    options = (("spring.n", "3"), ("spring.examples", "4"), ("spring.batch_size", "2"), ("spring.lr", "0.01"))
+    config = _config(world, methods=("spring",), tokens=(1, 2, 3), method_options=options, max_input_tokens=40)
+    prefilled = []
+    original = HFBackend.prefill
+    monkeypatch.setattr(HFBackend, "prefill", lambda self, prefixes: prefilled.append(len(prefixes)) or original(self, prefixes))
+    context = RunContext(config)
+    runner_module.plan(config, context)  # trains the tokens (training prefills too), then count evaluation only
+    prefilled.clear()
+    cells, _ = run(config, context)
+
+    def stored(cell):
+        return [(r["id"], r["prediction"], r["passage_ids"], r["input_tokens"]) for r in Store(world["results"]).load(cell.key).predictions()]
+
+    assert len(cells) == 3 and sum(prefilled) == len(QUESTIONS)  # 5 questions x 3 token counts: 5 prefills
+    together = {cell.spec.method["tokens"]: stored(cell) for cell in cells}
+    # Inputs are cut to 40 tokens as if all 3 tokens were plugged: k tokens fewer means 3 - k positions fewer.
+    assert [row[3] for row in together[3]] == [40] * len(QUESTIONS)
+    assert [row[3] for row in together[1]] == [38] * len(QUESTIONS)
+
+    # The same cells computed one at a time, each with its own prefills, give the same predictions.
+    prefilled.clear()
+    forced = RunContext(RunConfig(**{**config.__dict__, "force": True}))
+    forced.__dict__["loaded"] = context.loaded  # the same weights, loaded once
+    for cell in cells:
+        runner_module.compute_cell(cell, forced)
+    assert sum(prefilled) == len(cells) * len(QUESTIONS)
+    assert {cell.spec.method["tokens"]: stored(cell) for cell in cells} == together
 
 
 def test_lora_and_spring_plus_train_through_the_same_loop(world):

@@ -84,6 +84,21 @@ def test_truncation_cuts_the_end_of_the_last_passage_first(tokenizer):
     assert truncate(segments, full) == segments
 
 
+def test_reserved_virtual_tokens_make_the_passages_independent_of_k(tokenizer):
+    """SPRING reserves n positions: k = 2 and k = 5 read exactly the same (cut) passages."""
+    full = build_segments(SPRING, "q?", PASSAGES, tokenizer, virtual=EmbeddingSegment(torch.zeros(5, 8)))
+    limit = input_length(full) - 4
+    cut = {
+        k: truncate(build_segments(SPRING, "q?", PASSAGES, tokenizer, virtual=EmbeddingSegment(torch.zeros(k, 8), reserve=5)), limit)
+        for k in (2, 5)
+    }
+    assert cut[2][1].ids == cut[5][1].ids == full[1].ids[:-4]
+    assert input_length(cut[2]) == limit - 3 and input_length(cut[5]) == limit
+    # Without the reserve, k = 2 keeps 3 more passage tokens than k = 5.
+    plain = truncate(build_segments(SPRING, "q?", PASSAGES, tokenizer, virtual=EmbeddingSegment(torch.zeros(2, 8))), limit)
+    assert plain[1].ids == full[1].ids[:-1]
+
+
 def test_truncation_drops_passages_entirely_then_refuses(tokenizer):
     segments = build_segments(PROMPT, "who was darwin?", PASSAGES, tokenizer)
     without = input_length(segments) - len(segments[1]) - len(segments[2])

@@ -22,8 +22,18 @@ CORPUS = [
 ]
 
 
+# A ChatML-like template with a default system turn, as SmolLM2-Instruct's (plain-text role markers, so the
+# vocabulary, and with it the random model, stay as they were).
+CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}<s>[system] You are helpful.\n{% endif %}"
+    "{% for m in messages %}<s>[{{ m['role'] }}] {{ m['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<s>[assistant] {% endif %}"
+)
+
+
 def build_tokenizer():
-    """A byte-level BPE tokenizer (any text round-trips) with <s>, </s> and <pad>; BOS is added like Llama's."""
+    """A byte-level BPE tokenizer (any text round-trips) with <s>, </s> and <pad>; BOS is added like Llama's; it
+    has a chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -39,7 +49,8 @@ def build_tokenizer():
     core.train_from_iterator(CORPUS * 4, trainer=trainer)
     core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     return PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>", clean_up_tokenization_spaces=False
+        tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>", clean_up_tokenization_spaces=False,
+        chat_template=CHAT_TEMPLATE,
     )
 
 

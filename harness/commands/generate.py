@@ -75,7 +75,8 @@ def generate_answers(
 
     if k < 1:
         raise HarnessError(f"--k must be at least 1 (got {k})")
-    method_object = METHODS.get(method)(chat_template=chat_template)  # validate names before any heavy work
+    # Validate names before any heavy work; chat_template is passed only when asked (prompt-chat always uses it).
+    method_object = METHODS.get(method)(**({"chat_template": True} if chat_template else {}))
     context = RetrieverContext(dataset=dataset, data_dir=data_dir, **({"corpus": corpus} if corpus else {}))
     retriever_object = make_retriever(retriever, context)
     examples = load_examples(dataset, split, data_dir=data_dir, limit=limit)

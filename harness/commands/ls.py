@@ -1,4 +1,4 @@
-"""`harness ls datasets|suites|metrics`: what the harness knows, as rich tables."""
+"""`harness ls datasets|suites|metrics|methods`: what the harness knows, as rich tables."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from harness.console import console
 
 from harness.registry import unknown_name
 
-LISTABLE = ("datasets", "suites", "metrics")
+LISTABLE = ("datasets", "suites", "metrics", "methods")
 
 
 def _datasets_table(data_dir: Optional[Path]) -> Table:
@@ -60,19 +60,42 @@ def _metrics_table() -> Table:
     return table
 
 
+def _methods_table() -> Table:
+    from harness.plugins import METHODS
+    from harness.runner import constructor_options
+    from harness.training import TrainingConfig
+
+    table = Table(title="Methods (options: --option METHOD.KEY=VALUE)")
+    for column in ("method", "what it is", "template", "trained", "sweeps", "options"):
+        table.add_column(column)
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        trained = bool(getattr(cls, "prepare", None))
+        sweeps = "--tokens" if getattr(cls, "uses_tokens", False) else "--shots" if getattr(cls, "uses_shots", False) else ""
+        options = sorted(constructor_options(cls) - {"tokens", "shots"})
+        if trained:
+            options.append("+ training: " + ", ".join(TrainingConfig.__dataclass_fields__))
+        summary = (cls.__doc__ or "").strip().splitlines()[0].replace("``", "")
+        template = cls().template.name  # the instance's: prefix sets its placement's template
+        table.add_row(name, summary, template, "yes" if trained else "", sweeps, ", ".join(options))
+    return table
+
+
 def register(app: typer.Typer) -> None:
     @app.command("ls")
     def ls(
-        what: str = typer.Argument(..., help="datasets, suites or metrics"),
+        what: str = typer.Argument(..., help="datasets, suites, metrics or methods"),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
     ) -> None:
-        """List datasets (with counts and source), suites or metrics."""
+        """List datasets (with counts and source), suites, metrics or methods (with their options)."""
         if what not in LISTABLE:
             raise unknown_name("listing", what, LISTABLE)
         if what == "datasets":
             table = _datasets_table(data_dir)
         elif what == "suites":
             table = _suites_table()
+        elif what == "methods":
+            table = _methods_table()
         else:
             table = _metrics_table()
         console().print(table)

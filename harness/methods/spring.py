@@ -21,14 +21,11 @@ import torch
 from harness.errors import HarnessError
 from harness.methods.base import Method
 from harness.segments import EmbeddingSegment, Segment, build_segments, tokenize
-from harness.templates import SPRING, Template
+from harness.templates import INSTRUCTION, SPRING, Template
 from harness.training import TrainingConfig, TrainItem, answer_loss, draw_inputs
 from harness.types import Example, Passage
 
-INIT_TEXT = (
-    "According to the previous relevant passages, please answer the following question. "
-    "Only return the answer without any other words."
-)
+INIT_TEXT = INSTRUCTION  # the paper initialises the tokens from the P1 instruction's embeddings
 # The paper's placement ablation: where the tokens T sit relative to passages R and question Q.
 PLACEMENTS: dict[str, Template] = {
     "rtq": SPRING,
@@ -55,6 +52,7 @@ class Spring(Method):
     template = SPRING
     uses_tokens = True
     default_tokens = 50
+    label_defaults = {"placement": "rtq", "fixed_k": False}
 
     def __init__(
         self,
@@ -92,6 +90,8 @@ class Spring(Method):
             "fixed_k": self.fixed_k,
             "init": self.init,
             "checkpoint_hash": self.checkpoint_hash,
+            # Input truncation budgets all n tokens whatever k is (see build_input); keyed because it changes inputs.
+            "reserve": self.n,
         }
 
     def prepare(self, context: Any, retriever: str) -> None:
@@ -102,14 +102,17 @@ class Spring(Method):
         if self.weights.shape[0] < self.tokens:
             raise HarnessError(f"the checkpoint has {self.weights.shape[0]} tokens; cannot use k={self.tokens}")
 
-    def virtual(self, k: int | None = None, weights: torch.Tensor | None = None) -> EmbeddingSegment:
+    def virtual(self, k: int | None = None, weights: torch.Tensor | None = None, reserve: int = 0) -> EmbeddingSegment:
         rows = self.weights if weights is None else weights
         if rows is None:
             raise RuntimeError("spring tokens are not prepared: call prepare() first")
-        return EmbeddingSegment(rows[: self.tokens if k is None else k])
+        return EmbeddingSegment(rows[: self.tokens if k is None else k], reserve=reserve)
 
     def build_input(self, example: Example, passages: Sequence[Passage], tokenizer: Any) -> list[Segment]:
-        return build_segments(self.template, example.question, passages, tokenizer, virtual=self.virtual())
+        # Under --max-input-tokens the passages are cut as if all n tokens were plugged: every k of a sweep then
+        # reads the same passage text, compares like with like, and shares one prefill of it.
+        virtual = self.virtual(reserve=self.n)
+        return build_segments(self.template, example.question, passages, tokenizer, virtual=virtual)
 
 
 class SpringTrainer:
