@@ -6,6 +6,7 @@ method with in-domain, held-out and overall averages; ``compare`` gives paired b
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -107,7 +108,8 @@ def leaderboard(
 ) -> Leaderboard:
     """Dataset x method table of ``metrics`` (x100) with averages over datasets every column has.
 
-    Columns follow ``method_order`` (method names, e.g. the reference first), then the rest by name."""
+    Columns follow ``method_order`` (method names, e.g. the reference first), then the rest by name (numbers in
+    labels compared as numbers)."""
     picked = picked.copy()
     several = picked[["retriever", "passages", "model"]].drop_duplicates()
     column_name = picked["method"]
@@ -119,7 +121,9 @@ def leaderboard(
     order = [d for d in datasets if d in set(picked["dataset"])]
     rank = {name: i for i, name in enumerate(method_order)}
     base_name = picked.set_index("column")["method"].str.split("[").str[0].to_dict()
-    columns = sorted(dict.fromkeys(picked["column"]), key=lambda c: (rank.get(base_name[c], len(rank)), c))
+    # Numbers in labels sort as numbers: spring[tokens=2] before spring[tokens=10].
+    natural = lambda c: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", c)]  # noqa: E731
+    columns = sorted(dict.fromkeys(picked["column"]), key=lambda c: (rank.get(base_name[c], len(rank)), natural(c)))
     header_columns = pd.MultiIndex.from_product([columns, [METRIC_LABELS[m] for m in metrics]])
     table = pd.DataFrame(index=order, columns=header_columns, dtype=float)
     for row in picked.itertuples(index=False):

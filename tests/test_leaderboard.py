@@ -47,6 +47,22 @@ def store(tmp_path):
 def test_method_label():
     assert method_label({"name": "prompt"}) == "prompt"
     assert method_label({"name": "spring", "tokens": 5, "lr": 1e-3}) == "spring[tokens=5]"
+    # Each method's own defaults are left out: prefix's placement and fixed k, SPRING's placement.
+    prefix = {"name": "prefix", "tokens": 50, "placement": "trq", "fixed_k": True, "impl": "spring"}
+    assert method_label(prefix) == "prefix[tokens=50]"
+    assert method_label({**prefix, "impl": "peft"}) == "prefix[tokens=50,impl=peft]"
+    assert method_label({"name": "spring", "tokens": 5, "placement": "trq", "fixed_k": True}) == "spring[tokens=5,fixed_k,placement=trq]"
+    assert method_label({"name": "prompt-fewshot", "shots": 3, "seed": 0}) == "prompt-fewshot[shots=3]"
+
+
+def test_token_counts_sort_as_numbers(tmp_path):
+    store = Store(tmp_path)
+    for k in (10, 2, 50, 1):
+        _write(store, "nq", {"name": "spring", "tokens": k}, [(1, 1)])
+    _write(store, "nq", {"name": "prompt"}, [(0, 0)])
+    board = leaderboard(select(cells_frame(store), ["nq"]), ["nq"], ["exact_match"], method_order=["prompt"])
+    columns = list(dict.fromkeys(board.table.columns.get_level_values(0)))
+    assert columns == ["prompt", "spring[tokens=1]", "spring[tokens=2]", "spring[tokens=10]", "spring[tokens=50]"]
 
 
 def test_leaderboard_values_and_averages(store):
