@@ -83,8 +83,8 @@ class PromptFewshot(Method):
             )
         segments: list[Segment] = []
         for example, passages in self.examples:
-            solved = PROMPT.render(q=example.question) + SHOT_ANSWER.format(answer=example.golds[0])
-            segments += [*passage_segments(tokenizer, passages[:m], shot=True), TokenSegment(tokenize(tokenizer, solved), SHOT)]
+            solved = TokenSegment(tokenize(tokenizer, _solved(example)), SHOT)
+            segments += [*passage_segments(tokenizer, passages[:m], shot=True), solved]
         return segments
 
     def build_input(self, example: Example, passages: Sequence[Passage], tokenizer: Any) -> list[Segment]:
@@ -96,8 +96,10 @@ class PromptFewshot(Method):
 
         if self.examples is None:
             raise HarnessError("prompt-fewshot has no shots yet: they are drawn per dataset inside `harness run`")
-        shots = "".join(
-            format_passages(p[: len(passages)]) + PROMPT.render(q=e.question) + SHOT_ANSWER.format(answer=e.golds[0])
-            for e, p in self.examples
-        )
+        shots = "".join(format_passages(p[: len(passages)]) + _solved(e) for e, p in self.examples)
         return self.template.render(q=example.question, passages=format_passages(passages), shots=shots)
+
+
+def _solved(example: Example) -> str:
+    """A solved example after its passages: P1, its question, and its first gold answer."""
+    return PROMPT.render(q=example.question) + SHOT_ANSWER.format(answer=example.golds[0])
