@@ -21,7 +21,7 @@ def console() -> Console:
 def frame_table(frame: Any, title: str, value_format: str = "{:.1f}") -> Table:
     """A pandas frame as a rich table; rows whose label starts with avg/average are bold, NaN shows as '-'."""
     # Labels such as "spring[tokens=5]" are text, not rich markup: escape them.
-    table = Table(title=escape(title), title_justify="left")
+    table = Table(title=escape(title) if title else None, title_justify="left")
     table.add_column(frame.index.name or "dataset")
     for column in frame.columns:
         table.add_column(escape(" ".join(map(str, column)) if isinstance(column, tuple) else str(column)), justify="right")
@@ -30,6 +30,23 @@ def frame_table(frame: Any, title: str, value_format: str = "{:.1f}") -> Table:
         cells = ["-" if v != v else (value_format.format(v) if isinstance(v, float) else str(v)) for v in row]
         table.add_row(escape(str(index)), *cells, style=style)
     return table
+
+
+def print_leaderboard(out: Console, picked: Any, datasets: Any, metrics: Any, store: Any, method_order: Any = (), note: str = "") -> None:
+    """The leaderboard as one rich table per metric (n, per-dataset means, averages with their 95% CIs), after
+    one header line; then each trained method's verdict against the strongest cheap reference."""
+    from harness.leaderboard import display_table, leaderboard, verdict_lines
+    from harness.metrics import METRIC_LABELS
+
+    boards = [leaderboard(picked, datasets, [metric], method_order=method_order, store=store) for metric in metrics]
+    out.print(escape(boards[0].header + (f" | {note}" if note else "")), soft_wrap=True)
+    for metric, board in zip(metrics, boards):
+        table = display_table(board)
+        table.columns = [column.removesuffix(f" {METRIC_LABELS[metric]}") for column in table.columns]
+        out.print(frame_table(table, f"{METRIC_LABELS[metric]} x100"))
+    metric = "exact_match" if "exact_match" in metrics else metrics[0]
+    for line in verdict_lines(store, picked, method_order=method_order, metric=metric):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 class SpeedColumn(ProgressColumn):

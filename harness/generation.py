@@ -27,7 +27,17 @@ from typing import Any, Protocol
 import torch
 
 from harness.models import LoadedModel
-from harness.segments import EmbeddingSegment, Segment, TokenSegment, input_length, split_after_passages, truncate
+from harness.segments import (
+    CUT_VERSION,
+    PASSAGE_RESERVE,
+    EmbeddingSegment,
+    Segment,
+    TokenSegment,
+    fit_input,
+    input_length,
+    split_after_passages,
+    truncate,
+)
 
 # Bump when postprocess() or the stop rules change: it is part of every decoding spec.
 POSTPROCESS_VERSION = 1
@@ -55,6 +65,8 @@ class DecodingConfig:
             "max_new_tokens": self.max_new_tokens,
             "stop_at_newline": self.stop_at_newline,
             "max_input_tokens": self.max_input_tokens,
+            # Under a cut, the question's passages get max_input_tokens - passage_reserve tokens (segments.fit_input).
+            **({"passage_reserve": PASSAGE_RESERVE, "cut_version": CUT_VERSION} if self.max_input_tokens else {}),
             "postprocess_version": POSTPROCESS_VERSION,
         }
 
@@ -113,6 +125,7 @@ class HFBackend:
         self._logits_to_keep = "logits_to_keep" in parameters
         self.eos_ids = _eos_ids(loaded)
         self._token_text: dict[int, str] = {}
+        self._bf16_model: Any = None  # the bf16 copy that runs passages prefills under dtype mixed
 
     def spec(self) -> dict[str, Any]:
         return {"backend": self.name, **self.loaded.spec()}
@@ -161,12 +174,49 @@ class HFBackend:
 
     @torch.no_grad()
     def prefill(self, prefixes: Sequence[Sequence[Segment]]) -> PrefixCache:
-        """Run the prefixes once and keep their KV cache (no_grad, not inference mode: training may reuse it)."""
+        """Run the prefixes once and keep their KV cache (no_grad, not inference mode: training may reuse it).
+
+        Under ``mixed`` each prefix runs alone (no padding, no neighbours) on a bf16 copy of the model and
+        its cache is cast to fp32, so a prefix's cache is the same whatever batch it arrives in."""
+        if self.loaded.dtype == "mixed":
+            return self._prefill_bf16(prefixes)
         embeds, mask, positions = self.collate(prefixes)
         cache = self.new_cache()
         self._forward(embeds, mask, positions, cache)
         layers = tuple((layer.keys, layer.values) for layer in cache.layers)
         return PrefixCache(layers, mask, mask.sum(-1))
+
+    def _bf16(self) -> Any:
+        """The bf16 copy of the model that ``mixed`` prefills and trains on (made on first use)."""
+        if self._bf16_model is None:
+            import copy
+
+            self._bf16_model = copy.deepcopy(self.model).to(torch.bfloat16).eval()
+        return self._bf16_model
+
+    def _prefill_bf16(self, prefixes: Sequence[Sequence[Segment]]) -> PrefixCache:
+        rows = []
+        for segments in prefixes:
+            embeds = self.embed(segments)[None].to(torch.bfloat16)
+            length = embeds.shape[1]
+            positions = torch.arange(length, device=embeds.device)[None]
+            cache = self.new_cache()
+            mask = torch.ones(1, length, dtype=torch.long, device=embeds.device)
+            self._bf16()(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True,
+                             **{self._cache_kw: cache, **({"logits_to_keep": 1} if self._logits_to_keep else {})})
+            rows.append([(layer.keys.float(), layer.values.float()) for layer in cache.layers])
+        width = max(layers[0][0].shape[2] for layers in rows)
+        mask = torch.zeros(len(rows), width, dtype=torch.long, device=self.model.device)
+        layers = []
+        for layer in range(len(rows[0])):
+            first = rows[0][layer][0]
+            keys, values = (first.new_zeros(len(rows), first.shape[1], width, first.shape[3]) for _ in (0, 1))
+            for b, row in enumerate(rows):
+                length = row[layer][0].shape[2]
+                keys[b, :, width - length :], values[b, :, width - length :] = row[layer][0][0], row[layer][1][0]
+                mask[b, width - length :] = 1
+            layers.append((keys, values))
+        return PrefixCache(tuple(layers), mask, mask.sum(-1))
 
     def forward(
         self, inputs: Sequence[Sequence[Segment]], prefix: PrefixCache | None = None, logits_to_keep: int | None = None
@@ -179,8 +229,16 @@ class HFBackend:
         Differentiable with respect to embedding segments (gradients are not disabled here), so training a
         method's virtual tokens is this call plus a loss on the answer positions. With ``prefix`` the inputs
         continue its rows (the passages block computed once, without gradient, before the trained tokens).
+        Under ``mixed`` it runs on the bf16 copy: training batches are fixed by the training spec's seed, so
+        bf16's batch-dependent rounding cannot make two runs of the same spec differ.
         """
         embeds, mask, positions = self.collate(inputs, prefix.lengths if prefix is not None else None)
+        model = self.model
+        if self.loaded.dtype == "mixed":
+            model, embeds = self._bf16(), embeds.to(torch.bfloat16)
+            if prefix is not None:
+                prefix = PrefixCache(tuple((k.to(torch.bfloat16), v.to(torch.bfloat16)) for k, v in prefix.layers),
+                                     prefix.attention_mask, prefix.lengths)
         kwargs: dict[str, Any] = {"use_cache": prefix is not None}
         if logits_to_keep is not None:
             if not self._logits_to_keep:
@@ -190,7 +248,7 @@ class HFBackend:
         if prefix is not None:
             kwargs[self._cache_kw] = self.new_cache(prefix)
             full_mask = torch.cat([prefix.attention_mask, mask], dim=1)
-        out = self.model(inputs_embeds=embeds, attention_mask=full_mask, position_ids=positions, **kwargs)
+        out = model(inputs_embeds=embeds, attention_mask=full_mask, position_ids=positions, **kwargs)
         return out.logits, mask
 
     # ---- decoding -----------------------------------------------------------------------------------------------
@@ -215,7 +273,8 @@ class HFBackend:
             raise ValueError(f"{len(inputs)} suffixes for a prefix cache of {len(prefix)} rows")
         if prefix is None:
             limit = self.max_input_tokens(config)
-            inputs = [truncate(segments, limit) for segments in inputs]
+            cut = fit_input if config.max_input_tokens else truncate  # an explicit cut: equal passage text
+            inputs = [cut(segments, limit) for segments in inputs]
         if reuse_prefix:
             return self._generate_grouped(inputs, config)
         lengths = [input_length(s) + (int(prefix.lengths[i]) if prefix is not None else 0) for i, s in enumerate(inputs)]

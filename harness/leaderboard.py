@@ -1,14 +1,16 @@
 """Leaderboard tables, computed only from the result store.
 
 ``cells_frame`` flattens every complete cell into one pandas row; ``leaderboard`` pivots it into dataset x
-method with in-domain, held-out and overall averages; ``compare`` gives paired bootstrap CIs of B - A.
+method with in-domain, held-out and overall averages (with n per dataset and, given the store, bootstrap CIs of
+every average); ``display_table`` is what the CLI draws; ``compare`` gives paired bootstrap CIs of B - A and
+``verdict_lines`` states each trained method against the strongest cheap reference.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -64,10 +66,18 @@ def cells_frame(store: Store) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Leaderboard:
-    """A pivoted table (rows: datasets then averages; columns: (method, metric)) and its header line."""
+    """A pivoted table (rows: datasets then averages; columns: (method, metric)) and its header line.
+
+    ``table`` holds the means (x100). ``n`` (same index, columns ``min``/``max``, ints) is the number of
+    evaluated questions of each row over the columns (an average row: the sum over its datasets). ``ci_low`` and
+    ``ci_high`` (same index and columns as ``table``) hold the 95% bootstrap CI of every average row (x100; NaN on
+    dataset rows); they are ``None`` when the leaderboard was built without the store."""
 
     table: pd.DataFrame
     header: str
+    n: pd.DataFrame | None = field(default=None)
+    ci_low: pd.DataFrame | None = field(default=None)
+    ci_high: pd.DataFrame | None = field(default=None)
 
 
 def select(
@@ -103,13 +113,73 @@ def select(
     return picked.reset_index(drop=True)
 
 
+def _natural(label: str) -> list:
+    """Numbers in labels sort as numbers: spring[tokens=2] before spring[tokens=10]."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", label)]
+
+
+def _base(label: str) -> str:
+    """``prompt-fewshot[shots=3]`` -> ``prompt-fewshot`` (also drops a `` | retriever`` suffix)."""
+    return label.split("[")[0].split(" | ")[0]
+
+
+def _ordered(columns, method_order: Sequence[str] = ()) -> list[str]:
+    """Column labels in ``method_order`` of their base method names, then the rest, each group by natural order."""
+    rank = {name: i for i, name in enumerate(method_order)}
+    return sorted(dict.fromkeys(columns), key=lambda c: (rank.get(_base(c), len(rank)), _natural(c)))
+
+
+def _dataset_order(datasets) -> list[str]:
+    """Datasets in the suite order (qa12), others after by name: the order bootstrap draws are made in."""
+    position = {d: i for i, d in enumerate(SUITES["qa12"])}
+    return sorted(dict.fromkeys(datasets), key=lambda d: (position.get(d, len(position)), d))
+
+
+def _resampled_means(samples: Sequence[np.ndarray], n_resamples: int, seed: int) -> list[np.ndarray]:
+    """Bootstrap means of each sample in turn from one generator: sample i (shape (n,) or (n, k)) gets indices
+    ``rng.integers(0, n, size=(n_resamples, n))`` and yields means of shape (n_resamples,) or (n_resamples, k).
+
+    The shared core of ``leaderboard``'s average CIs and ``compare``'s paired CIs; averaging the returned arrays
+    over the samples resamples the macro average (questions resampled within each dataset)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for values in samples:
+        idx = rng.integers(0, len(values), size=(n_resamples, len(values)))
+        if values.ndim == 1:
+            out.append(values[idx].mean(axis=1))
+        else:
+            out.append(np.stack([values[:, j][idx].mean(axis=1) for j in range(values.shape[1])], axis=-1))
+    return out
+
+
+def _percentile_ci(resampled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """2.5% and 97.5% quantiles over the resamples (axis 0)."""
+    low, high = np.quantile(resampled, [0.025, 0.975], axis=0)
+    return low, high
+
+
+def _metric_values(cell: CellRecord, metrics: Sequence[str]) -> np.ndarray:
+    """(n, len(metrics)) per-question values of a cell; NaN where a prediction row lacks a metric."""
+    return np.array([[row["metrics"].get(m, np.nan) for m in metrics] for row in cell.predictions()], dtype=float).reshape(-1, len(metrics))
+
+
 def leaderboard(
-    picked: pd.DataFrame, datasets: Sequence[str], metrics: Sequence[str], method_order: Sequence[str] = ()
+    picked: pd.DataFrame,
+    datasets: Sequence[str],
+    metrics: Sequence[str],
+    method_order: Sequence[str] = (),
+    store: Store | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
 ) -> Leaderboard:
-    """Dataset x method table of ``metrics`` (x100) with averages over datasets every column has.
+    """Dataset x method table of ``metrics`` (x100) with averages over the in-domain, held-out and all datasets
+    shown (a column lacking one of an average's datasets has no value there).
 
     Columns follow ``method_order`` (method names, e.g. the reference first), then the rest by name (numbers in
-    labels compared as numbers)."""
+    labels compared as numbers). With ``store``, every average row gets a 95% percentile-bootstrap CI per column:
+    for each column one generator (``seed``) draws ``n_resamples`` resamples of the questions of each averaged
+    dataset in turn (table row order, the same indices for every metric); each average row averages the resampled
+    per-dataset means of its datasets (a macro average)."""
     picked = picked.copy()
     several = picked[["retriever", "passages", "model"]].drop_duplicates()
     column_name = picked["method"]
@@ -119,44 +189,104 @@ def leaderboard(
             column_name = column_name + " | " + picked["model"]
     picked["column"] = column_name
     order = [d for d in datasets if d in set(picked["dataset"])]
-    rank = {name: i for i, name in enumerate(method_order)}
-    base_name = picked.set_index("column")["method"].str.split("[").str[0].to_dict()
-    # Numbers in labels sort as numbers: spring[tokens=2] before spring[tokens=10].
-    natural = lambda c: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", c)]  # noqa: E731
-    columns = sorted(dict.fromkeys(picked["column"]), key=lambda c: (rank.get(base_name[c], len(rank)), natural(c)))
-    header_columns = pd.MultiIndex.from_product([columns, [METRIC_LABELS[m] for m in metrics]])
+    columns = _ordered(picked["column"], method_order)
+    labels = [METRIC_LABELS[m] for m in metrics]
+    header_columns = pd.MultiIndex.from_product([columns, labels])
     table = pd.DataFrame(index=order, columns=header_columns, dtype=float)
+    cell_key: dict[tuple[str, str], str] = {}
     for row in picked.itertuples(index=False):
+        cell_key[(row.dataset, row.column)] = row.key
         for metric in metrics:
             value = getattr(row, metric, np.nan)
             table.loc[row.dataset, (row.column, METRIC_LABELS[metric])] = 100.0 * value if pd.notna(value) else np.nan
-    complete = [d for d in order if table.loc[d].notna().all()]
+    counts = picked[picked["dataset"].isin(order)].groupby("dataset")["n"]
+    n = pd.DataFrame({"min": counts.min(), "max": counts.max()}).reindex(order)
+    # Each average is over a fixed set of datasets, named in its label: a column lacking one of them shows no
+    # average rather than one over fewer datasets, so other columns' cells never change a column's number.
     groups = {
-        "avg in-domain": [d for d in complete if d in SUITES["indomain"]],
-        "avg held-out": [d for d in complete if d in SUITES["heldout"]],
-        "avg all": complete,
+        "avg in-domain": [d for d in order if d in SUITES["indomain"]],
+        "avg held-out": [d for d in order if d in SUITES["heldout"]],
+        "avg all": list(order),
     }
-    for label, members in groups.items():
-        if members:
-            table.loc[f"{label} ({len(members)})"] = table.loc[members].mean()
-    table.index = [f"{d} *" if d in SUITES["heldout"] else d for d in table.index]
+    average_rows = {f"{label} ({len(members)})": members for label, members in groups.items() if members}
+    for label, members in average_rows.items():
+        table.loc[label] = table.loc[members].mean(skipna=False)
+        n.loc[label] = n.loc[members].sum()
+    ci_low = ci_high = None
+    if store is not None:
+        ci_low, ci_high = (pd.DataFrame(np.nan, index=table.index, columns=table.columns) for _ in range(2))
+        for column in columns:
+            has = [d for d in order if (d, column) in cell_key]
+            resampled = dict(zip(has, _resampled_means([_metric_values(store.load(cell_key[(d, column)]), metrics) for d in has], n_resamples, seed)))
+            for label, members in average_rows.items():
+                if not set(members) <= set(has):
+                    continue
+                low, high = _percentile_ci(np.mean([resampled[d] for d in members], axis=0))
+                for j, metric_label in enumerate(labels):
+                    ci_low.loc[label, (column, metric_label)] = 100 * low[j]
+                    ci_high.loc[label, (column, metric_label)] = 100 * high[j]
+    shown = [f"{d} *" if d in SUITES["heldout"] else d for d in table.index]
+    for frame in (table, n, ci_low, ci_high):
+        if frame is not None:
+            frame.index = shown
+    n = n.astype(int)
     n_per = picked.groupby("dataset")["n"].max()
     header = (
         f"backbone {', '.join(sorted(picked['model'].unique()))} | retriever {', '.join(sorted(picked['retriever'].unique()))}"
         f" | passages {', '.join(map(str, sorted(picked['passages'].unique())))}"
         f" | examples per dataset {n_per.min()}-{n_per.max()}"
         f" | * held out | scores x100"
+        + (f" | avg rows: mean [95% bootstrap CI]" if store is not None else "")
     )
-    return Leaderboard(table=table, header=header)
+    return Leaderboard(table=table, header=header, n=n, ci_low=ci_low, ci_high=ci_high)
+
+
+def _n_text(low: int, high: int) -> str:
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def display_table(board: Leaderboard, value_format: str = "{:.1f}") -> pd.DataFrame:
+    """The leaderboard as text cells, for ``frame_table`` and markdown: a column ``n`` (``40-50`` when methods
+    were evaluated on different numbers of questions), then ``<method> <metric>`` columns; average rows read
+    ``mean [low, high]`` when the board has CIs; ``-`` where there is no cell."""
+    table = board.table
+    shown = pd.DataFrame(index=table.index)
+    shown.index.name = "dataset"
+    if board.n is not None:
+        shown["n"] = [_n_text(int(low), int(high)) for low, high in board.n[["min", "max"]].itertuples(index=False)]
+    for method, metric in table.columns:
+        cells = []
+        for row in table.index:
+            value = table.loc[row, (method, metric)]
+            text = "-" if pd.isna(value) else value_format.format(value)
+            if board.ci_low is not None and pd.notna(value):
+                low, high = board.ci_low.loc[row, (method, metric)], board.ci_high.loc[row, (method, metric)]
+                if pd.notna(low) and pd.notna(high):
+                    text += f" [{value_format.format(low)}, {value_format.format(high)}]"
+            cells.append(text)
+        shown[f"{method} {metric}"] = cells
+    return shown
 
 
 def render(board: Leaderboard, fmt: str) -> str:
-    """The table as ``md``, ``csv`` or ``json`` text (``table`` is drawn by the CLI with rich)."""
-    flat = board.table.copy()
-    flat.columns = [f"{method} {metric}" for method, metric in flat.columns]
-    flat.index.name = "dataset"
+    """The table as ``md``, ``csv`` or ``json`` text (``table`` is drawn by the CLI with rich).
+
+    ``md`` is :func:`display_table` (two decimals); ``csv``/``json`` stay numeric: columns ``n`` and ``n max``
+    (questions per row: the least and most over the methods), ``<method> <metric>`` and, when the board has CIs,
+    ``<method> <metric> lo``/``hi`` (empty on dataset rows)."""
     if fmt == "md":
-        return f"{board.header}\n\n" + flat.round(2).to_markdown(floatfmt=".2f") + "\n"
+        shown = display_table(board, "{:.2f}")
+        text = shown.to_markdown(disable_numparse=True, colalign=("left",) + ("right",) * len(shown.columns))
+        return f"{board.header}\n\n{text}\n"
+    flat = pd.DataFrame(index=board.table.index)
+    flat.index.name = "dataset"
+    if board.n is not None:
+        flat["n"], flat["n max"] = board.n["min"], board.n["max"]
+    for method, metric in board.table.columns:
+        flat[f"{method} {metric}"] = board.table[(method, metric)]
+        if board.ci_low is not None:
+            flat[f"{method} {metric} lo"] = board.ci_low[(method, metric)]
+            flat[f"{method} {metric} hi"] = board.ci_high[(method, metric)]
     if fmt == "csv":
         return flat.to_csv(float_format="%.4f")
     if fmt == "json":
@@ -172,35 +302,144 @@ class Comparison:
     header: str
 
 
-def _aligned(a: CellRecord, b: CellRecord, metric: str) -> np.ndarray:
+def _aligned(a: CellRecord, b: CellRecord, metric: str, common_only: bool = False) -> np.ndarray:
+    """Per-question ``b - a``; the two cells must hold the same questions unless ``common_only`` (then the
+    questions both hold, in ``a``'s order)."""
     rows_a = {row["id"]: row["metrics"][metric] for row in a.predictions()}
     rows_b = {row["id"]: row["metrics"][metric] for row in b.predictions()}
+    if common_only:
+        return np.array([rows_b[i] - rows_a[i] for i in rows_a if i in rows_b], dtype=float)
     if rows_a.keys() != rows_b.keys():
         raise HarnessError(f"{a.spec.dataset}: the two methods were evaluated on different examples; re-run with the same --limit/--seed")
-    return np.array([rows_b[i] - rows_a[i] for i in rows_a])
+    return np.array([rows_b[i] - rows_a[i] for i in rows_a], dtype=float)
+
+
+def _cells_of(picked: pd.DataFrame, method: str) -> pd.DataFrame:
+    cells = picked[picked["method"] == method].set_index("dataset")
+    if cells.empty:
+        raise HarnessError(f"no finished cell of method {method!r} among the selected cells")
+    return cells
+
+
+def _paired(
+    store: Store,
+    picked: pd.DataFrame,
+    method_a: str,
+    method_b: str,
+    metric: str,
+    datasets: Sequence[str],
+    n_resamples: int,
+    seed: int,
+    common_only: bool = False,
+) -> pd.DataFrame:
+    """Rows per dataset (in the given order) and ``average (k)``: n, diff, ci_low, ci_high of ``b - a`` (x100).
+
+    One generator (``seed``) draws each dataset's resamples in turn; the average row is the macro average of the
+    per-dataset differences and its CI the quantiles of the averaged resampled differences."""
+    by_method = {m: _cells_of(picked, m) for m in (method_a, method_b)}
+    diffs = [
+        _aligned(store.load(by_method[method_a].loc[d, "key"]), store.load(by_method[method_b].loc[d, "key"]), metric, common_only)
+        for d in datasets
+    ]
+    if common_only:  # a dataset whose two cells share no question drops out
+        datasets, diffs = [d for d, x in zip(datasets, diffs) if x.size], [x for x in diffs if x.size]
+        if not datasets:
+            return pd.DataFrame(columns=["n", "diff", "ci_low", "ci_high"])
+    resampled = _resampled_means(diffs, n_resamples, seed)
+    rows = []
+    for dataset, diff, means in zip(datasets, diffs, resampled):
+        low, high = _percentile_ci(means)
+        rows.append({"dataset": dataset, "n": int(diff.size), "diff": 100 * diff.mean(), "ci_low": 100 * low, "ci_high": 100 * high})
+    low, high = _percentile_ci(np.mean(resampled, axis=0))
+    rows.append({"dataset": f"average ({len(datasets)})", "n": sum(r["n"] for r in rows), "diff": float(np.mean([r["diff"] for r in rows])), "ci_low": 100 * low, "ci_high": 100 * high})
+    table = pd.DataFrame(rows).set_index("dataset")
+    table["n"] = table["n"].astype(int)
+    return table
 
 
 def compare(
     store: Store, picked: pd.DataFrame, method_a: str, method_b: str, metric: str, n_resamples: int = 1000, seed: int = 0
 ) -> Comparison:
-    """Paired bootstrap of ``method_b - method_a`` on the datasets both have."""
-    by_method = {m: picked[picked["method"] == m].set_index("dataset") for m in (method_a, method_b)}
-    for m, cells in by_method.items():
-        if cells.empty:
-            raise HarnessError(f"no finished cell of method {m!r} among the selected cells")
-    datasets = [d for d in by_method[method_a].index if d in by_method[method_b].index]
+    """Paired bootstrap of ``method_b - method_a`` on the datasets both have (in suite order)."""
+    by_method = {m: _cells_of(picked, m) for m in (method_a, method_b)}
+    datasets = _dataset_order(d for d in by_method[method_a].index if d in by_method[method_b].index)
     if not datasets:
         raise HarnessError(f"{method_a} and {method_b} share no dataset in the store")
-    rng = np.random.default_rng(seed)
-    rows, resampled_means = [], []
-    for dataset in datasets:
-        diff = _aligned(store.load(by_method[method_a].loc[dataset, "key"]), store.load(by_method[method_b].loc[dataset, "key"]), metric)
-        means = diff[rng.integers(0, diff.size, size=(n_resamples, diff.size))].mean(axis=1)
-        resampled_means.append(means)
-        low, high = np.quantile(means, [0.025, 0.975])
-        rows.append({"dataset": dataset, "n": diff.size, "diff": 100 * diff.mean(), "ci_low": 100 * low, "ci_high": 100 * high})
-    average = np.mean(resampled_means, axis=0)
-    low, high = np.quantile(average, [0.025, 0.975])
-    rows.append({"dataset": f"average ({len(datasets)})", "n": sum(r["n"] for r in rows), "diff": float(np.mean([r["diff"] for r in rows])), "ci_low": 100 * low, "ci_high": 100 * high})
+    table = _paired(store, picked, method_a, method_b, metric, datasets, n_resamples, seed)
     header = f"{METRIC_LABELS[metric]}: {method_b} - {method_a}, paired bootstrap 95% CI ({n_resamples} resamples) x100"
-    return Comparison(table=pd.DataFrame(rows).set_index("dataset"), header=header)
+    return Comparison(table=table, header=header)
+
+
+def comparison_display(result: Comparison) -> pd.DataFrame:
+    """``result.table`` with ``n`` as integer text and the rest as signed two-decimal text, for ``frame_table``."""
+    shown = result.table.copy().astype(object)
+    shown["n"] = [str(int(v)) for v in result.table["n"]]
+    for column in ("diff", "ci_low", "ci_high"):
+        shown[column] = [f"{v:+.2f}" for v in result.table[column]]
+    return shown
+
+
+# The cheap references a trained method must beat (labels whose base name is one of these).
+CHEAP_REFERENCES = ("prompt", "prompt-chat", "prompt-fewshot")
+
+
+def _is_trained(label: str) -> bool:
+    from harness.plugins import METHODS
+
+    name = _base(label)
+    return name in METHODS.names() and getattr(METHODS.get(name), "prepare", None) is not None
+
+
+def _signed(value: float) -> str:
+    text = f"{value:+.1f}"
+    return "+0.0" if text == "-0.0" else text
+
+
+def verdict_lines(store: Store, picked: pd.DataFrame, method_order: Sequence[str] | None = None, metric: str = "exact_match") -> list[str]:
+    """One line per trained method label: its paired difference to the strongest cheap reference.
+
+    The reference is, among labels whose base name is prompt, prompt-chat or prompt-fewshot, the one with the
+    highest mean ``metric`` over the in-domain datasets it shares with the trained method (ties: the first in
+    column order). The difference is the macro average over those datasets with a paired bootstrap 95% CI
+    (``compare``'s procedure: 1000 resamples, seed 0, questions both cells hold); when no reference shares an
+    in-domain dataset, all shared datasets are used. No line when there is no reference. With several
+    retriever/passage/backbone settings in ``picked``, each setting is judged on its own and named first."""
+    settings = list(picked[["retriever", "passages", "model"]].drop_duplicates().itertuples(index=False))
+    lines = []
+    for retriever, passages, model in settings:
+        cells = picked[(picked["retriever"] == retriever) & (picked["passages"] == passages) & (picked["model"] == model)]
+        cells = cells.drop_duplicates(["method", "dataset"], keep="last")  # one cell per method and dataset
+        prefix = ""
+        if len(settings) > 1:
+            prefix = f"{retriever} m={passages}" + (f" {model}" if picked["model"].nunique() > 1 else "") + ": "
+        labels = _ordered(cells["method"], method_order or ())
+        references = [label for label in labels if _base(label) in CHEAP_REFERENCES]
+        means = cells.set_index(["method", "dataset"])[metric]
+        datasets_of = {label: set(cells.loc[cells["method"] == label, "dataset"]) for label in labels}
+        for trained in (label for label in labels if _is_trained(label)):
+            best = None  # (rank, scope, datasets, reference); rank: in-domain before all-datasets, then the score
+            for reference in references:
+                shared = datasets_of[trained] & datasets_of[reference]
+                indomain = [d for d in shared if d in SUITES["indomain"]]
+                scope, members = ("in-domain", indomain) if indomain else ("all datasets", list(shared))
+                if not members:
+                    continue
+                score = float(np.mean([means[(reference, d)] for d in members]))
+                rank = (scope == "in-domain", score)
+                if best is None or rank > best[0]:
+                    best = (rank, scope, _dataset_order(members), reference)
+            if best is None:
+                continue
+            _, scope, members, reference = best
+            table = _paired(store, cells, reference, trained, metric, members, 1000, 0, common_only=True)
+            if table.empty:
+                continue
+            members, average = list(table.index[:-1]), table.iloc[-1]
+            low, high = average["ci_low"], average["ci_high"]
+            verdict = "the CI includes 0: no significant difference" if low <= 0 <= high else "significant at 95%"
+            count = f"{len(members)} dataset" + ("s" if len(members) != 1 else "")
+            lines.append(
+                f"{prefix}{trained} \u2212 {reference}: {_signed(average['diff'])} {METRIC_LABELS[metric]} "
+                f"[{_signed(low)}, {_signed(high)}] over {int(average['n'])} paired questions ({scope}, {count}); {verdict}"
+            )
+    return lines

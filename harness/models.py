@@ -13,10 +13,15 @@ exactly the path real models take.
 * ``weights_hash`` is a sha256 over every tensor (name, dtype, shape, bytes) in sorted-name order, independent of
   sharding and file metadata; it is cached per file (path, size, mtime) because hashing 14 GB takes a while.
 
-``dtype="auto"`` means fp32 on CPU and bf16 on a GPU that supports it (fp32 otherwise). bf16 is *not* chosen on
-CPU on purpose: on CPUs without native bf16 matrix units (such as the 2-core AVX2 CI machines) bf16 matmuls are
-emulated; measured there, a SmolLM2 prefill of 4x400 tokens took 28.4 s in bf16 against 4.4 s in fp32 (decode
-steps were on par). Pass ``dtype="bf16"`` to force it. ``trust_remote_code`` is never enabled unless asked for.
+``dtype="auto"`` means bf16 on a GPU that supports it; on a CPU with native bf16 matrix instructions (AVX512_BF16
+or AMX tiles, as reported by torch's CPU probes, else by ``/proc/cpuinfo``) it means ``mixed``: fp32 weights and
+batched decoding, passage prefills one sequence at a time on a bf16 copy, and training in bf16. fp32 everywhere
+else. The choice is by capability because CPUs differ by an order of magnitude: on a 2-core AVX2 CPU without
+bf16 units a SmolLM2 prefill of 4x400 tokens took 28.4 s in bf16 (emulated) against 4.4 s in fp32; on a 2-core
+AVX512_BF16 CPU, 8 prefills of 384 tokens took 2.4 s in bf16 against 6.7 s in fp32. Plain bf16 is not the CPU
+default because batched bf16 results depend on the batch (10 of 48 greedy answers changed between batch sizes 8
+and 1), while fp32 and ``mixed`` results do not (tested). ``benchmarks/dtype.py`` measures it on yours. The
+resolved dtype is part of every result key; pass ``--dtype fp32|bf16|mixed`` to force one. ``trust_remote_code`` is never enabled unless asked for.
 """
 
 from __future__ import annotations
@@ -67,7 +72,10 @@ ALIASES: dict[str, ModelAlias] = {
     )
 }
 DEFAULT_MODEL = "smollm2-135m"
-DTYPES = ("auto", "fp32", "bf16", "fp16")
+# "mixed": fp32 weights and batched decoding; passage prefills run one sequence at a time on a bf16 copy of the
+# model, and training runs on bf16 (see harness.generation.HFBackend): bf16's speed where most of the compute is,
+# without batch-dependent results (a bf16 decoding batch's answers change with its padding and its neighbours).
+DTYPES = ("auto", "fp32", "bf16", "fp16", "mixed")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -92,7 +100,8 @@ class LoadedModel:
 
 
 def resolve_dtype(dtype: str = "auto", device: str | None = None) -> str:
-    """``auto`` -> ``bf16`` on a CUDA device with bf16 support, else ``fp32`` (also on CPU; see module doc)."""
+    """``auto`` -> ``bf16`` on a CUDA device with bf16 support, ``mixed`` on a CPU with native bf16 matrix
+    units, else ``fp32``."""
     import torch
 
     if dtype not in DTYPES:
@@ -100,15 +109,29 @@ def resolve_dtype(dtype: str = "auto", device: str | None = None) -> str:
     if dtype != "auto":
         return dtype
     device = device or default_device()
-    if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return "mixed" if cpu_has_native_bf16() else "fp32"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX512_BF16 or AMX tiles), so bf16 matmuls are not emulated."""
+    import torch
+
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    answers = [bool(probe()) for probe in probes if callable(probe)]
+    if answers:
+        return any(answers)
+    cpuinfo = Path("/proc/cpuinfo")  # older torch without the probes: read the kernel's flags
+    flags = set(cpuinfo.read_text(errors="replace").split()) if cpuinfo.is_file() else set()
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def torch_dtype(name: str) -> Any:
     import torch
 
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    # mixed keeps fp32 weights; its bf16 copy for the passages prefill is made by the generation engine.
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "mixed": torch.float32}[name]
 
 
 def default_device() -> str:

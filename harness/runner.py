@@ -27,9 +27,8 @@ from harness.spec import CellSpec, example_ids_hash
 from harness.store import CellRecord, Store
 from harness.types import Example, Passage
 
-# The CPU default, without --limit/--full: examples per dataset and the input length, sized so the README's main
-# job finishes in about 15 minutes on 2 cores (see README, "CPU budget").
-CPU_DEFAULT_LIMIT = 10
+# The CPU default's input length, without --limit/--full (its sample size is harness.power's rule; README, "CPU
+# budget"): the question's passages get 384 - PASSAGE_RESERVE = 288 tokens of text in every method.
 CPU_MAX_INPUT_TOKENS = 384
 EXAMPLES_PER_FLUSH = 16  # predictions are written and fsync'ed after each chunk of this many examples
 
@@ -77,6 +76,7 @@ class RunContext:
         self.config = config
         self.store = Store(config.results)
         self.log = log
+        self.progress: Any = None  # the run's rich Progress, when it has one (training adds its bar to it)
         self._retrievers: dict[tuple[str, str], Any] = {}
         self._runs: dict[tuple[str, str, str], Any] = {}
         self._artifacts: dict[Any, Any] = {}
@@ -404,6 +404,7 @@ def run(config: RunConfig, context: RunContext | None = None, progress: Any = No
     Cells that read the same passages on the same backend (:func:`share_key`) are computed together.
     """
     context = context or RunContext(config)
+    context.progress = progress
     cells, notices = plan(config, context)
     todo = [cell for cell in cells if config.force or not context.store.is_complete(cell.key)]
     groups: dict[tuple, list[Cell]] = {}
@@ -431,7 +432,7 @@ def run(config: RunConfig, context: RunContext | None = None, progress: Any = No
 
 
 __all__ = [
-    "CPU_DEFAULT_LIMIT",
+    "CPU_MAX_INPUT_TOKENS",
     "Cell",
     "RunConfig",
     "RunContext",

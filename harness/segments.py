@@ -204,6 +204,30 @@ def truncate(segments: Sequence[Segment], max_tokens: int) -> list[Segment]:
     return segments
 
 
+# Under an explicit input cut (--max-input-tokens L), the evaluated question's own passage text is cut to
+# L - PASSAGE_RESERVE tokens for every method alike, so all methods compared in a run read the same passages and
+# share one prefill of them. 96 tokens hold the longest non-passage part of the single-example inputs seen on
+# the offline datasets (question + P1 instruction + chat wrapper, or question + 50 virtual tokens: at most 93).
+PASSAGE_RESERVE = 96
+CUT_VERSION = 2  # bump when fit_input's rule changes (it is part of every decoding and training spec)
+
+
+def fit_input(segments: Sequence[Segment], max_tokens: int) -> list[Segment]:
+    """The input under an explicit cut of ``max_tokens``: the question's own passage text cut to
+    ``max_tokens - PASSAGE_RESERVE`` tokens (the same text for every method), then :func:`truncate`.
+
+    Solved few-shot examples do not take the question's passage budget: the limit grows by their non-passage
+    text (questions, instructions, answers) and their own passages are cut first to fit it."""
+    budget = max(max_tokens - PASSAGE_RESERVE, 0)
+    fitted: list[Segment] = []
+    for segment in segments:
+        if isinstance(segment, TokenSegment) and segment.role == PASSAGE_LINES and len(segment) > budget:
+            segment = TokenSegment(segment.ids[:budget], segment.role, truncatable=True, cut_priority=segment.cut_priority)
+        fitted.append(segment)
+    shots_text = sum(len(s) for s in fitted if s.role in (SHOT, SHOT_PASSAGES_END))
+    return truncate(fitted, max_tokens + shots_text)
+
+
 def split_after_passages(segments: Sequence[Segment]) -> tuple[list[Segment], list[Segment]]:
     """(prefix ending with the passages block, the rest): the shared part for KV-cache prefix reuse.
 

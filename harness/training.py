@@ -3,10 +3,16 @@
 The loop is deliberately short: AdamW, linear warm-up then linear decay, gradient clipping, a loss the method
 computes on a micro-batch. A method plugs in through :class:`Trainable`; what it trains and how its loss is
 computed (answer-only) is its own business.
+
+Convergence is measured, not assumed: a dev slice held out of the training pools (disjoint, recorded) is scored
+every ``eval_every`` training questions with the same inputs each time; training stops once the dev loss has not
+improved by ``min_delta`` for ``patience`` evaluations, and the best weights are kept. The curve (step, questions
+seen, train loss, dev loss) goes into the checkpoint's record; ``harness plot training`` draws it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -36,7 +42,7 @@ class TrainItem:
 class TrainingConfig:
     """Hyper-parameters of a training run. All of them are part of the training-spec hash."""
 
-    examples: int = 600  # budget: questions drawn from the mixed in-domain pools
+    examples: int = 600  # budget: at most this many questions drawn from the mixed in-domain pools
     epochs: int = 1
     batch_size: int = 8
     lr: float = 2e-3  # the paper uses 1e-4 for 7B models over ~100k examples; a CPU budget needs more
@@ -46,9 +52,23 @@ class TrainingConfig:
     max_passages: int = 5  # each example uses m ~ U{1..max_passages} of its retrieved passages
     max_input_tokens: int | None = None  # passage text beyond this is cut (None: the model's context length)
     seed: int = 0
+    dev_examples: int = 64  # a dev slice held out of the same pools, disjoint from training (0: none)
+    eval_every: int = 64  # training questions between dev-loss evaluations (0: never; no early stopping)
+    patience: int = 3  # evaluations without a dev-loss gain of min_delta before stopping (0: never stop early)
+    min_delta: float = 0.01
 
     def spec(self) -> dict[str, Any]:
         return asdict(self)
+
+    def __post_init__(self) -> None:
+        for name in ("examples", "epochs", "batch_size", "max_passages"):
+            if getattr(self, name) < 1:
+                raise HarnessError(f"training option {name} must be >= 1 (got {getattr(self, name)})")
+        for name in ("dev_examples", "eval_every", "patience"):
+            if getattr(self, name) < 0:
+                raise HarnessError(f"training option {name} must be >= 0 (got {getattr(self, name)})")
+        if not self.lr > 0:
+            raise HarnessError(f"training option lr must be > 0 (got {self.lr})")
 
 
 @dataclass(frozen=True)
@@ -58,11 +78,19 @@ class TrainingData:
     items: tuple[TrainItem, ...]
     datasets: tuple[str, ...]
     skipped: tuple[str, ...]  # datasets of the mix that could not be loaded (with the reason)
+    dev: tuple[TrainItem, ...] = ()  # held out of the same pools, disjoint from ``items``: the dev-loss slice
 
     def spec(self) -> dict[str, Any]:
-        ids = [item.example.id for item in self.items]
-        passages = [[p.id for p in item.passages] for item in self.items]
-        return {"datasets": list(self.datasets), "n": len(ids), "ids_hash": example_ids_hash(ids), "passages_hash": content_hash(passages)}
+        spec = _items_spec(self.items)
+        if self.dev:
+            spec["dev"] = _items_spec(self.dev)
+        return {"datasets": list(self.datasets), **spec}
+
+
+def _items_spec(items: Sequence[TrainItem]) -> dict[str, Any]:
+    ids = [item.example.id for item in items]
+    passages = [[p.id for p in item.passages] for item in items]
+    return {"n": len(ids), "ids_hash": example_ids_hash(ids), "passages_hash": content_hash(passages)}
 
 
 def training_data(
@@ -71,8 +99,10 @@ def training_data(
     seed: int,
     retrieve: Callable[[str, Sequence[Example]], Mapping[str, Sequence[Passage]]] | None,
     data_dir: Any = None,
+    dev: int = 0,
 ) -> TrainingData:
-    """``budget`` questions drawn evenly (seeded) from the training pools of ``datasets``, with their passages.
+    """``budget`` questions drawn evenly (seeded) from the training pools of ``datasets``, with their passages,
+    and ``dev`` more, drawn first and disjoint from them, as the dev slice.
 
     ``retrieve(dataset, examples) -> {example id: passages}`` serves the passages (the evaluation retriever's
     cached runs); ``None`` trains without passages (closed-book tokens).
@@ -87,23 +117,31 @@ def training_data(
     if not pools:
         raise HarnessError(f"no training pool could be loaded from {', '.join(datasets)}")
     rng = random.Random(seed)
+    dev_share, dev_extra = divmod(dev, len(pools))
     share, extra = divmod(budget, len(pools))
     items: list[TrainItem] = []
+    dev_items: list[TrainItem] = []
     for index, (name, pool) in enumerate(pools.items()):
-        want = min(len(pool), share + (index < extra))
-        chosen = sorted(rng.sample(range(len(pool)), want))
-        examples = [pool[i] for i in chosen]
+        order = rng.sample(range(len(pool)), len(pool))  # one seeded shuffle: dev first, then training
+        cut = min(len(pool) // 2, dev_share + (index < dev_extra))
+        dev_chosen = sorted(order[:cut])
+        chosen = sorted(order[cut : cut + min(len(pool) - cut, share + (index < extra))])
+        examples = [pool[i] for i in dev_chosen + chosen]
         passages = retrieve(name, examples) if retrieve is not None else {}
-        items += [TrainItem(e, tuple(passages.get(e.id, ()))) for e in examples]
-    return TrainingData(tuple(items), tuple(pools), tuple(skipped))
+        dev_items += [TrainItem(pool[i], tuple(passages.get(pool[i].id, ()))) for i in dev_chosen]
+        items += [TrainItem(pool[i], tuple(passages.get(pool[i].id, ()))) for i in chosen]
+    return TrainingData(tuple(items), tuple(pools), tuple(skipped), tuple(dev_items))
 
 
 class Trainable(Protocol):
-    """What the loop trains: some parameters and an answer-only loss on a micro-batch."""
+    """What the loop trains: some parameters, an answer-only loss on a micro-batch, and a switch for the
+    dropout-like behaviour of what it wraps (off while the dev slice is scored)."""
 
     def parameters(self) -> list[torch.nn.Parameter]: ...
 
     def loss(self, batch: Sequence[TrainItem], rng: random.Random) -> torch.Tensor: ...
+
+    def set_training(self, training: bool) -> None: ...
 
 
 @dataclass
@@ -115,6 +153,12 @@ class TrainingLog:
     seconds: float = 0.0
     examples_per_second: float = 0.0
     losses: list[float] = field(default_factory=list)
+    # One point per dev evaluation: {"step", "examples", "train_loss" (mean since the last point), "dev_loss"}.
+    curve: list[dict[str, float]] = field(default_factory=list)
+    dev_examples: int = 0
+    best_step: int = 0  # the step whose weights were kept (the lowest dev loss)
+    stopped_early: bool = False
+    planned_steps: int = 0
 
 
 def batches(items: Sequence[TrainItem], size: int, rng: random.Random) -> Iterator[list[TrainItem]]:
@@ -133,41 +177,130 @@ def batches(items: Sequence[TrainItem], size: int, rng: random.Random) -> Iterat
         yield [items[i] for i in chunk]
 
 
-def train(trainable: Trainable, data: TrainingData, config: TrainingConfig, log: Callable[[str], None] = print) -> TrainingLog:
-    """Train ``trainable`` on ``data``: AdamW, warm-up + linear decay, clipping; returns the loss curve."""
+def train(
+    trainable: Trainable, data: TrainingData, config: TrainingConfig, log: Callable[[str], None] = print, progress: Any = None
+) -> TrainingLog:
+    """Train ``trainable`` on ``data``: AdamW, warm-up + linear decay, clipping, dev-loss early stopping.
+
+    ``progress``: a running :class:`rich.progress.Progress` to add the training bar to (``harness run`` has one);
+    without it the loop shows its own. Returns the loss curve; the trainable ends with its best dev weights.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     parameters = trainable.parameters()
-    record = TrainingLog(trainable_parameters=sum(p.numel() for p in parameters))
-    log(f"trainable parameters: {record.trainable_parameters:,} | {len(data.items)} examples x {config.epochs} epoch(s)")
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    evaluate = config.eval_every > 0 and bool(data.dev)
+    record = TrainingLog(trainable_parameters=sum(p.numel() for p in parameters), dev_examples=len(data.dev) if evaluate else 0)
     total = config.epochs * math.ceil(len(data.items) / config.batch_size)
+    record.planned_steps = total
+    log(
+        f"trainable parameters: {record.trainable_parameters:,} | {len(data.items)} examples x {config.epochs} epoch(s), "
+        f"{total} steps | dev slice {record.dev_examples}"
+        + (f", scored every {config.eval_every} examples, patience {config.patience}" if evaluate else "")
+    )
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     warmup = max(1, int(config.warmup_ratio * total))
 
     def schedule(step: int) -> float:  # linear warm-up, then linear decay to zero
         return (step + 1) / warmup if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    started = time.perf_counter()
-    seen = 0
-    for epoch in range(config.epochs):
-        for batch in batches(data.items, config.batch_size, rng):
-            loss = trainable.loss(batch, rng)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            record.steps += 1
-            record.losses.append(round(loss.item(), 5))
-            seen += len(batch)
-            if record.steps % 10 == 0 or record.steps == total:
-                window = record.losses[-10:]
+    best_loss, best_weights, stale = math.inf, None, 0
+    reference = math.inf  # the dev loss that a gain of min_delta is measured from
+    since: list[float] = []
+
+    def checkpoint_dev(seen: int) -> bool:
+        """Score the dev slice; keep the best weights; True when patience has run out."""
+        nonlocal best_loss, best_weights, stale, reference
+        dev = dev_loss(trainable, data.dev, config)
+        point = {"step": record.steps, "examples": seen, "dev_loss": round(dev, 5)}
+        if since:
+            point["train_loss"] = round(sum(since) / len(since), 5)
+        record.curve.append(point)
+        since.clear()
+        if dev < best_loss:  # the weights kept are the lowest dev loss's, however small the gain
+            best_loss, best_weights, record.best_step = dev, [p.detach().clone() for p in parameters], record.steps
+        if dev < reference - config.min_delta:  # stopping asks for a real gain
+            reference, stale = dev, 0
+        else:
+            stale += 1
+        return config.patience > 0 and stale >= config.patience
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    own = progress is None
+    bar = Progress(*columns, console=_console()) if own else progress
+    with bar if own else contextlib.nullcontext():
+        task = bar.add_task("training", total=total, status="")
+        started = time.perf_counter()
+        seen = 0
+        if evaluate:
+            checkpoint_dev(0)
+            log(f"dev loss before training {record.curve[-1]['dev_loss']:.4f} ({len(data.dev)} held-out questions)")
+            bar.update(task, status=f"dev loss {record.curve[-1]['dev_loss']:.3f}")
+        stop = False
+        for epoch in range(config.epochs):
+            for batch in batches(data.items, config.batch_size, rng):
+                loss = trainable.loss(batch, rng)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                record.steps += 1
+                record.losses.append(round(loss.item(), 5))
+                since.append(record.losses[-1])
+                before, seen = seen, seen + len(batch)
                 rate = seen / (time.perf_counter() - started)
-                log(f"epoch {epoch + 1} step {record.steps}/{total} loss {sum(window) / len(window):.4f} | {rate:.1f} ex/s")
+                if evaluate and (seen // config.eval_every > before // config.eval_every or record.steps == total):
+                    stop = checkpoint_dev(seen)
+                    point = record.curve[-1]
+                    log(f"epoch {epoch + 1} step {record.steps}/{total} loss {point.get('train_loss', math.nan):.4f} "
+                        f"dev loss {point['dev_loss']:.4f} (best {best_loss:.4f} at step {record.best_step}) | {rate:.1f} ex/s")
+                elif not evaluate and (record.steps % 10 == 0 or record.steps == total):
+                    window = record.losses[-10:]
+                    log(f"epoch {epoch + 1} step {record.steps}/{total} loss {sum(window) / len(window):.4f} | {rate:.1f} ex/s")
+                dev_text = f" | dev {record.curve[-1]['dev_loss']:.3f}" if record.curve else ""
+                bar.update(task, advance=1, status=f"loss {record.losses[-1]:.3f}{dev_text} | {rate:.1f} ex/s")
+                if stop and record.steps < total:  # patience ran out before the planned end
+                    break
+                stop = False
+            if stop:
+                record.stopped_early = True
+                log(f"early stop at step {record.steps}: no dev-loss gain of {config.min_delta} in {config.patience} "
+                    f"evaluations; keeping step {record.best_step} (dev loss {best_loss:.4f})")
+                break
+        bar.update(task, completed=total)
+        if best_weights is not None:  # the lowest dev loss wins, not the last step
+            with torch.no_grad():
+                for parameter, weights in zip(parameters, best_weights, strict=True):
+                    parameter.copy_(weights)
     record.seconds = round(time.perf_counter() - started, 2)
     record.examples_per_second = round(seen / max(record.seconds, 1e-9), 3)
     return record
+
+
+def dev_loss(trainable: Trainable, dev: Sequence[TrainItem], config: TrainingConfig) -> float:
+    """Mean answer loss over the dev slice, with the same draws (m, k, gold) at every evaluation and no dropout."""
+    rng = random.Random(f"{config.seed}:dev")
+    total, count = 0.0, 0
+    trainable.set_training(False)
+    try:
+        with torch.no_grad():
+            for begin in range(0, len(dev), config.batch_size):
+                batch = list(dev[begin : begin + config.batch_size])
+                total += float(trainable.loss(batch, rng)) * len(batch)
+                count += len(batch)
+    finally:
+        trainable.set_training(True)
+    return total / max(count, 1)
+
+
+def _console() -> Any:
+    from harness.console import console
+
+    return console()
 
 
 def answer_loss(
@@ -205,7 +338,7 @@ def draw_inputs(
     template: Any, batch: Sequence[TrainItem], rng: random.Random, backend: Any, config: TrainingConfig, virtual: Any = None
 ) -> tuple[list[list[Segment]], list[tuple[int, ...]]]:
     """Training inputs of one micro-batch: m ~ U{1..max_passages} passages, one random gold as `` answer</s>``."""
-    from harness.segments import TokenSegment, build_segments, tokenize, truncate
+    from harness.segments import TokenSegment, build_segments, fit_input, tokenize, truncate
 
     tokenizer = backend.tokenizer
     max_passages = config.max_passages
@@ -215,6 +348,7 @@ def draw_inputs(
         m = rng.randint(1, min(max_passages, len(item.passages))) if item.passages else 0
         answer = (*tokenize(tokenizer, " " + rng.choice(item.example.golds)), tokenizer.eos_token_id)
         segments = build_segments(template, item.example.question, item.passages[:m], tokenizer, virtual=virtual)
-        inputs.append(truncate([*segments, TokenSegment(answer, "answer")], limit))
+        cut = fit_input if config.max_input_tokens else truncate  # the same passage budget as at inference
+        inputs.append(cut([*segments, TokenSegment(answer, "answer")], limit))
         answers.append(answer)
     return inputs, answers

@@ -6,10 +6,17 @@ Public API::
     fig = render("tokens-sweep", frame, suite="qa9", model=None)
     paths = save(fig, "results/plots", output_stem("tokens-sweep", model, "qa9"))   # [.png, .svg]
 
+    training = load_training_frame("results")     # the checkpoints' training records, one row per loss point
+    fig = training_curves(training, method="spring,lora", model=None)
+    paths = save(fig, "results/plots", training_stem(training, "spring,lora"))
+
 ``PLOTS`` maps each name to its function ``f(frame, suite=..., model=..., **options) -> Figure``. The
 functions draw on :class:`matplotlib.figure.Figure` objects made without pyplot: no styling or rcParams change at
 import or after, no backend or display needed, nothing to close. Missing cells raise
 :class:`harness.errors.HarnessError` with one line naming the `harness run` command that would produce them.
+
+``training`` is not in ``PLOTS``: it draws the training records beside the checkpoints
+(:func:`plots.training.training_frame`), not the store's cells.
 """
 
 from __future__ import annotations
@@ -31,17 +38,23 @@ from plots.placement import placement
 from plots.preservation import preservation
 from plots.retrievers import retrievers
 from plots.tokens_sweep import tokens_sweep
+from plots.training import load_training_frame, training_curves, training_frame, training_stem
 
 __all__ = [
     "PLOTS",
     "PLOT_DESCRIPTIONS",
     "RUN_COMMANDS",
+    "TRAINING",
     "load_frame",
+    "load_training_frame",
     "output_stem",
     "plot_frame",
     "render",
     "run_command",
     "save",
+    "training_curves",
+    "training_frame",
+    "training_stem",
 ]
 
 PLOTS: dict[str, Callable[..., Figure]] = {
@@ -59,7 +72,9 @@ PLOT_DESCRIPTIONS = {
     "placement": "SPRING bars for token placements trq/rtq/rqt (paper Table 10)",
     "preservation": "lm-eval task x method bars with differences to base (paper Table 2)",
     "leaderboard": "dataset x method heat map of EM",
+    "training": "train and dev loss vs training questions seen, per checkpoint (from the checkpoints' records)",
 }
+TRAINING = "training"  # the plot of the checkpoints' training records (not of cells, so not in PLOTS)
 
 
 def options_of(name: str) -> list[str]:

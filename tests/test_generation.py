@@ -5,7 +5,7 @@ import torch
 from tiny_model import tiny_loaded
 
 from harness.generation import DecodingConfig, HFBackend, postprocess
-from harness.segments import EmbeddingSegment, TokenSegment, build_segments, split_after_passages, tokenize
+from harness.segments import PASSAGE_RESERVE, EmbeddingSegment, TokenSegment, build_segments, split_after_passages, tokenize
 from harness.templates import CLOSED_BOOK, CONCAT, PROMPT, SPRING
 from harness.types import Passage
 
@@ -108,9 +108,37 @@ def test_grouped_prefix_reuse_equals_plain(backend):
 
 def test_truncation_applies_to_long_inputs(backend):
     segments = build_segments(PROMPT, "who was darwin?", PASSAGES * 3, backend.tokenizer)
-    limit = len(segments[-1]) + 20
+    passage_text = sum(len(s) for s in segments if s.role == "passages")
+    other = sum(len(s) for s in segments) - passage_text
+    limit = PASSAGE_RESERVE + 40
+    assert passage_text > 40
     generation = backend.generate([segments], DecodingConfig(max_input_tokens=limit))[0]
-    assert generation.input_tokens == limit
+    # Under a cut the question's passage text gets limit - PASSAGE_RESERVE tokens, whatever the method adds.
+    assert generation.input_tokens == 40 + other
+
+
+def test_mixed_precision_is_bf16_prefill_and_independent_of_batching():
+    from tiny_model import tiny_model_dir
+
+    from harness.models import load_model
+
+    mixed = HFBackend(load_model(tiny_model_dir(), dtype="mixed", device="cpu"))
+    assert mixed.model.dtype == torch.float32  # weights and decoding stay fp32
+    inputs = _inputs(mixed.tokenizer)
+    expected = mixed.generate(inputs, DecodingConfig(batch_size=1, max_new_tokens=8), reuse_prefix=True)
+    for batch_size in (4, 9):
+        assert mixed.generate(inputs, DecodingConfig(batch_size=batch_size, max_new_tokens=8), reuse_prefix=True) == expected
+    prefixes = [split_after_passages(segments)[0] for segments in inputs[:4]]
+    together, alone = mixed.prefill(prefixes), mixed.prefill(prefixes[1:2])
+    width = int(alone.lengths[0])
+    # A prefix's cache is the same with or without neighbours (it ran alone, without padding) ...
+    assert torch.equal(together.layers[0][0][1, :, -width:], alone.layers[0][0][0])
+    assert mixed._bf16_model.dtype == torch.bfloat16
+    # ... and it is bf16's: values representable in bf16, unlike fp32's own prefill of the same prefix.
+    keys = alone.layers[-1][0]
+    assert keys.dtype == torch.float32 and torch.equal(keys, keys.to(torch.bfloat16).float())
+    fp32_keys = HFBackend(tiny_loaded()).prefill(prefixes[1:2]).layers[-1][0]
+    assert not torch.equal(fp32_keys, keys)
 
 
 class Scripted(HFBackend):

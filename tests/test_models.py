@@ -40,11 +40,24 @@ def test_bf16_loads_when_asked():
     assert loaded.dtype == "bf16" and loaded.model.dtype == torch.bfloat16
 
 
-def test_auto_dtype_is_fp32_on_cpu():
-    assert resolve_dtype("auto", "cpu") == "fp32"
-    assert resolve_dtype("bf16", "cpu") == "bf16"
+def test_auto_dtype_follows_the_cpus_bf16_capability(monkeypatch):
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
+    assert resolve_dtype("auto", "cpu") == "fp32"  # emulated bf16 is slower than fp32
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    assert resolve_dtype("auto", "cpu") == "mixed"  # bf16 prefills and training, fp32 batched decoding
+    assert resolve_dtype("fp32", "cpu") == "fp32" and resolve_dtype("bf16", "cpu") == "bf16"  # asked for: kept
     with pytest.raises(HarnessError, match="unknown dtype"):
         resolve_dtype("float8")
+
+
+def test_bf16_capability_is_read_from_torchs_cpu_probes(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert models.cpu_has_native_bf16() is True
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert models.cpu_has_native_bf16() is False
 
 
 def test_folder_without_config_is_a_clear_error(tmp_path):

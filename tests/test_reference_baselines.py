@@ -134,3 +134,30 @@ def test_run_prints_prompt_chat_and_fewshot_beside_prompt_with_shots_in_the_key(
                  "--passages", "2", "--limit", "5", "--max-new-tokens", "4", "--dtype", "fp32"])
     assert code == 0
     assert "prompt-fewshot[shots=1]" in capsys.readouterr().out
+
+
+def test_under_a_cut_every_method_reads_the_same_passage_text_for_the_question():
+    import torch
+
+    from harness.segments import PASSAGE_RESERVE, budget_length, fit_input
+
+    tokenizer = build_tokenizer()
+    long_passages = [Passage(str(i), f"Title {i}", "Charles Darwin was an English naturalist and biologist. " * 4) for i in range(3)]
+    spring = METHODS.get("spring")()
+    spring.weights = torch.zeros(spring.n, 8)
+    methods = [METHODS.get("prompt")(), METHODS.get("concat")(), METHODS.get("prompt-chat")(), spring, _fewshot()]
+    for method in methods[2:3]:
+        method.prepare_dataset(SimpleNamespace(tokenizer=tokenizer), "bm25", "nq")
+    limit = PASSAGE_RESERVE + 60
+    seen = []
+    for method in methods:
+        segments = fit_input(method.build_input(QUESTION, long_passages, tokenizer), limit)
+        seen.append(next(s for s in segments if s.role == PASSAGE_LINES).ids)
+        shots_text = sum(len(s) for s in segments if s.role in ("shot", "shot-passages-end"))
+        assert budget_length(segments) <= limit + shots_text
+    assert all(ids == seen[0] for ids in seen) and len(seen[0]) == 60  # the same 60 tokens everywhere
+    # The few-shot examples' own passages were cut to make room, never the question's.
+    fewshot = fit_input(methods[-1].build_input(QUESTION, long_passages, tokenizer), limit)
+    assert sum(len(s) for s in fewshot if s.role == SHOT_PASSAGE_LINES) < sum(
+        len(s) for s in methods[-1].build_input(QUESTION, long_passages, tokenizer) if s.role == SHOT_PASSAGE_LINES
+    )

@@ -86,7 +86,7 @@ def test_cli_run_prints_the_leaderboard_and_rejects_bad_flags(world, capsys):
 
 
 def test_spring_trains_once_and_serves_every_token_count(world, monkeypatch):
-    options = (("spring.n", "3"), ("spring.examples", "4"), ("spring.batch_size", "2"), ("spring.lr", "0.01"))
+    options = (("spring.n", "3"), ("spring.examples", "4"), ("spring.batch_size", "2"), ("spring.lr", "0.01"), ("spring.dev_examples", "0"))
     config = _config(world, methods=("spring",), tokens=(1, 3), method_options=options)
     cells, notices = run(config)
     assert [(c.spec.method["name"], c.spec.method["tokens"]) for c in cells] == [("spring", 1), ("spring", 3)]
@@ -95,7 +95,9 @@ def test_spring_trains_once_and_serves_every_token_count(world, monkeypatch):
     hashes = {c.spec.method["checkpoint_hash"] for c in cells}
     assert len(hashes) == 1 and None not in hashes
     trained = json.loads(checkpoints[0].with_suffix(".json").read_text())
-    assert trained["spec"]["data"]["n"] == 4 and trained["spec"]["data"]["datasets"] == ["nq"]
+    # No dev slice asked for: all 4 pool questions train, no curve, no early stopping.
+    assert trained["spec"]["data"]["n"] == 4 and "dev" not in trained["spec"]["data"]
+    assert trained["spec"]["data"]["datasets"] == ["nq"] and trained["log"]["curve"] == []
     assert trained["log"]["trainable_parameters"] == 3 * 64
 
     # A second run finds the checkpoint and the cells: nothing is trained, generated or even loaded.
@@ -115,7 +117,10 @@ def test_a_token_sweep_prefills_each_question_once_and_equals_separate_cells(wor
     from harness.generation import HFBackend
 
     options = (("spring.n", "3"), ("spring.examples", "4"), ("spring.batch_size", "2"), ("spring.lr", "0.01"))
-    config = _config(world, methods=("spring",), tokens=(1, 2, 3), method_options=options, max_input_tokens=40)
+    from harness.segments import PASSAGE_RESERVE
+
+    limit = PASSAGE_RESERVE + 20  # each question's passage text is cut to 20 tokens, whatever k is
+    config = _config(world, methods=("spring",), tokens=(1, 2, 3), method_options=options, max_input_tokens=limit)
     prefilled = []
     original = HFBackend.prefill
     monkeypatch.setattr(HFBackend, "prefill", lambda self, prefixes: prefilled.append(len(prefixes)) or original(self, prefixes))
@@ -129,9 +134,10 @@ def test_a_token_sweep_prefills_each_question_once_and_equals_separate_cells(wor
 
     assert len(cells) == 3 and sum(prefilled) == len(QUESTIONS)  # 5 questions x 3 token counts: 5 prefills
     together = {cell.spec.method["tokens"]: stored(cell) for cell in cells}
-    # Inputs are cut to 40 tokens as if all 3 tokens were plugged: k tokens fewer means 3 - k positions fewer.
-    assert [row[3] for row in together[3]] == [40] * len(QUESTIONS)
-    assert [row[3] for row in together[1]] == [38] * len(QUESTIONS)
+    # Every k reads the same 20 passage tokens: k tokens fewer means exactly 3 - k positions fewer.
+    lengths = {k: [row[3] for row in rows] for k, rows in together.items()}
+    assert lengths[1] == [n - 2 for n in lengths[3]] and lengths[2] == [n - 1 for n in lengths[3]]
+    assert all(n <= limit for n in lengths[3]) and {row[2][0] for row in together[1]} == {row[2][0] for row in together[3]}
 
     # The same cells computed one at a time, each with its own prefills, give the same predictions.
     prefilled.clear()
@@ -146,8 +152,8 @@ def test_a_token_sweep_prefills_each_question_once_and_equals_separate_cells(wor
 def test_lora_and_spring_plus_train_through_the_same_loop(world):
     import torch
 
-    options = (("lora.examples", "4"), ("lora.batch_size", "2"), ("lora.lr", "0.01"), ("spring-plus.n", "2"),
-               ("spring-plus.examples", "4"), ("spring-plus.batch_size", "2"))
+    options = (("lora.examples", "4"), ("lora.batch_size", "2"), ("lora.lr", "0.01"), ("lora.dev_examples", "0"),
+               ("spring-plus.n", "2"), ("spring-plus.examples", "4"), ("spring-plus.batch_size", "2"))
     config = _config(world, methods=("lora", "spring-plus"), tokens=(2,), method_options=options)
     context = RunContext(config)
     cells, _ = run(config, context)

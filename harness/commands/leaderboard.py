@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from harness.console import console, frame_table
+from rich.markup import escape
+
+from harness.console import console, frame_table, print_leaderboard
 from harness.errors import HarnessError
 from harness.registry import unknown_name
 
@@ -34,7 +36,15 @@ def register(app: typer.Typer) -> None:
         results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
     ) -> None:
         """Print the leaderboard of finished cells: EM/F1 per dataset and method, with averages."""
-        from harness.leaderboard import cells_frame, compare as compare_methods, leaderboard, render, select
+        from harness.leaderboard import (
+            cells_frame,
+            compare as compare_methods,
+            comparison_display,
+            leaderboard,
+            render,
+            select,
+            verdict_lines,
+        )
         from harness.metrics import METRICS
         from harness.store import Store
         from harness.suites import resolve_suite
@@ -68,13 +78,19 @@ def register(app: typer.Typer) -> None:
             for metric in metric_names:
                 result = compare_methods(store, picked, parts[0], parts[1], metric)
                 if fmt == "table":
-                    out.print(frame_table(result.table, result.header, "{:+.2f}"))
+                    out.print(escape(result.header), soft_wrap=True)  # a title would wrap at the narrow table's width
+                    out.print(frame_table(comparison_display(result), ""))
                 else:
                     print(result.header)
                     print(result.table.round(3).to_csv() if fmt == "csv" else result.table.round(3).to_markdown())
             return
-        board = leaderboard(picked, datasets, metric_names)
         if fmt == "table":
-            out.print(frame_table(board.table, board.header))
-        else:
-            print(render(board, fmt), end="")
+            print_leaderboard(out, picked, datasets, metric_names, store)
+            return
+        board = leaderboard(picked, datasets, metric_names, store=store)
+        print(render(board, fmt), end="")
+        if fmt == "md":  # csv and json stay machine-readable
+            # Each trained method against the strongest cheap reference (none without both kinds of column).
+            verdicts = verdict_lines(store, picked, metric="exact_match" if "exact_match" in metric_names else metric_names[0])
+            if verdicts:
+                print("".join(f"\n{line}" for line in verdicts))

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from harness.console import SpeedColumn, console, frame_table
+from harness.console import SpeedColumn, console, print_leaderboard
 from harness.errors import HarnessError
 
 
@@ -34,7 +34,9 @@ def register(app: typer.Typer) -> None:
         suite: str = typer.Option("qa12", "--suite", help="suite(s) or dataset(s), comma-separated"),
         method: str = typer.Option("closed-book,concat,prompt", "--method", help="method(s), comma-separated"),
         reference: str = typer.Option(
-            "prompt", "--reference", help="baseline evaluated beside trained methods (the table's reference row); '' for none"
+            "auto", "--reference",
+            help="baselines evaluated beside trained methods, comma-separated; auto: prompt, plus prompt-chat and "
+            "prompt-fewshot on a backbone with a chat template; '' for none",
         ),
         retriever: str = typer.Option("bm25", "--retriever", help="retriever(s), comma-separated"),
         passages: str = typer.Option("3", "--passages", help="passages m in the input, comma-separated"),
@@ -46,7 +48,7 @@ def register(app: typer.Typer) -> None:
         full: bool = typer.Option(False, "--full", help="evaluate the full evaluation splits (no CPU limit)"),
         seed: int = typer.Option(0, "--seed", help="seed of the example sample (and of training)"),
         force: bool = typer.Option(False, "--force", help="recompute cells the store already holds"),
-        batch_size: int = typer.Option(8, "--batch-size", min=1, help="generation batch size (not in keys)"),
+        batch_size: int = typer.Option(16, "--batch-size", min=1, help="generation batch size (not in keys: answers do not depend on it)"),
         max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1, help="answer length limit"),
         max_input_tokens: Optional[int] = typer.Option(None, "--max-input-tokens", min=16, help="cut passage text beyond this"),
         corpus: str = typer.Option("wiki-offline", "--corpus", help="'wiki-offline' or a passage file"),
@@ -58,26 +60,33 @@ def register(app: typer.Typer) -> None:
         """Evaluate methods over a suite, with a retriever and m passages; resumable and cached in the store."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        from harness.leaderboard import cells_frame, leaderboard
+        from harness.leaderboard import cells_frame
         from harness.plugins import METHODS, RETRIEVERS
-        from harness.runner import CPU_DEFAULT_LIMIT, CPU_MAX_INPUT_TOKENS, RunConfig, RunContext, parse_method_options, run
+        from harness.runner import CPU_MAX_INPUT_TOKENS, RunConfig, RunContext, parse_method_options, run
         from harness.suites import SUITES, resolve_suite
 
         if limit is not None and full:
             raise HarnessError("--limit and --full contradict each other; pass one")
         methods = _names(method, "--method")
-        if reference and any(getattr(METHODS.get(m), "prepare", None) for m in methods) and reference not in methods:
-            methods = (reference, *methods)  # trained methods are read against the untrained reference
         for name in methods:
             METHODS.check(name)
+        if reference and any(getattr(METHODS.get(m), "prepare", None) for m in methods):
+            # Trained methods are read against untrained references; on an instruct backbone the fair ones are the
+            # chat-format and few-shot prompts (they fix the answer format at no training cost).
+            references = _references(reference, model, trust_remote_code)
+            methods = (*[r for r in references if r not in methods], *methods)
         retrievers = _names(retriever, "--retriever")
         for name in retrievers:
             RETRIEVERS.check(name)
         import torch
 
         cpu_budget = not full and limit is None and not torch.cuda.is_available()
-        if cpu_budget:  # the CPU default: a small sample, short inputs, a small training budget (see README)
-            limit = CPU_DEFAULT_LIMIT
+        sample = None
+        if cpu_budget:  # the CPU default: a sample sized by the power rule, short inputs, a training budget (README)
+            from harness.power import cpu_sample_size
+
+            sample = cpu_sample_size(_offline_in_domain(resolve_suite(suite), data_dir))
+            limit = sample.n
             max_input_tokens = max_input_tokens or CPU_MAX_INPUT_TOKENS
         parts = [p.strip() for p in suite.split(",") if p.strip()]
         config = RunConfig(
@@ -122,12 +131,59 @@ def register(app: typer.Typer) -> None:
         frame = cells_frame(context.store)
         frame = frame[frame["key"].isin({cell.key for cell in cells})]
         datasets = [d for d in config.datasets if d in set(frame["dataset"])]
-        board = leaderboard(frame, datasets, ["exact_match", "f1"], method_order=config.methods)
-        limit_note = "full evaluation sets" if config.limit is None else f"limit {config.limit} examples per dataset (seed {seed}; --full for all)"
+        if sample is not None:
+            limit_note = f"CPU default: {sample.describe()} (seed {seed}; --limit N or --full to change)"
+        elif config.limit is None:
+            limit_note = "full evaluation sets"
+        else:
+            limit_note = f"limit {config.limit} examples per dataset (seed {seed}; --full for all)"
         if config.max_input_tokens:
             limit_note += f" | inputs cut to {config.max_input_tokens} tokens"
         if cpu_budget and any(getattr(METHODS.get(m), "prepare", None) for m in methods):
-            from harness.methods.trained import CPU_TRAINING
+            from harness.methods.trained import CPU_TRAINING, CPU_TRAINING_PER_METHOD
 
             limit_note += " | CPU training budget " + ", ".join(f"{k}={v}" for k, v in CPU_TRAINING.items())
-        out.print(frame_table(board.table, f"{board.header} | {limit_note}"))
+            limit_note += "".join(
+                f" ({name}: " + ", ".join(f"{k}={v}" for k, v in values.items()) + ")"
+                for name, values in CPU_TRAINING_PER_METHOD.items() if name in methods
+            )
+        print_leaderboard(out, frame, datasets, ["exact_match", "f1"], context.store, config.methods, limit_note)
+
+
+def _references(value: str, model: str, trust_remote_code: bool) -> tuple[str, ...]:
+    """The untrained reference methods of ``--reference`` (``auto``: by whether the backbone is an instruct model)."""
+    from harness.plugins import METHODS
+
+    if value != "auto":
+        names = _names(value, "--reference")
+        for name in names:
+            METHODS.check(name)
+        return names
+    from harness.models import load_tokenizer, resolve_model_path
+
+    folder, _ = resolve_model_path(model, trust_remote_code=trust_remote_code)
+    instruct = bool(getattr(load_tokenizer(folder, trust_remote_code=trust_remote_code), "chat_template", None))
+    return ("prompt", "prompt-chat", "prompt-fewshot") if instruct else ("prompt",)
+
+
+def _offline_in_domain(datasets: tuple[str, ...], data_dir: Optional[Path]) -> int:
+    """How many of ``datasets`` are in-domain and can be loaded here (the power rule's D)."""
+    from harness.datasets import get_task, resolve_source
+    from harness.errors import HarnessError
+    from harness.paths import data_dir as resolve_data_dir
+    from harness.suites import SUITES
+
+    try:
+        root = resolve_data_dir(data_dir)
+    except HarnessError:
+        root = None
+    count = 0
+    for name in datasets:
+        if name not in SUITES["indomain"]:
+            continue
+        try:
+            resolve_source(get_task(name), root, "auto")
+        except HarnessError:
+            continue
+        count += 1
+    return count

@@ -106,6 +106,9 @@ class PeftPromptTrainer:
     def parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.peft_model.parameters() if p.requires_grad]
 
+    def set_training(self, training: bool) -> None:
+        """Nothing to switch: the PEFT model stays in eval mode (no dropout), like SPRING's frozen backbone."""
+
     def loss(self, batch: Sequence[TrainItem], rng: random.Random) -> torch.Tensor:
         # An n-row placeholder in T's slot: truncation and rng draws are then exactly PrefixTrainer's; PEFT
         # prepends the real tokens itself, in front of everything, which is where virtual_first puts them.

@@ -128,6 +128,9 @@ class SpringTrainer:
     def parameters(self) -> list[torch.nn.Parameter]:
         return [self.weight]
 
+    def set_training(self, training: bool) -> None:
+        """Nothing to switch: the frozen backbone always runs in eval mode."""
+
     def inputs(self, batch: Sequence[TrainItem], rng: random.Random) -> tuple[list[list[Segment]], list[tuple[int, ...]]]:
         """The segment lists (answer last) and answer ids of one micro-batch; k is drawn once per batch."""
         k = self.method.n if self.method.fixed_k else rng.randint(1, self.method.n)

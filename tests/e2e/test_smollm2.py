@@ -41,7 +41,9 @@ def backend():
     from harness.models import load_model
 
     loaded = load_model("smollm2-135m", device="cpu")
-    assert loaded.dtype == "fp32"  # auto on CPU
+    from harness.models import resolve_dtype
+
+    assert loaded.dtype == resolve_dtype("auto", "cpu")  # bf16 where the CPU has bf16 units, else fp32
     assert loaded.weights_hash.startswith("sha256:")
     return HFBackend(loaded)
 

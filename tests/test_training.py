@@ -1,0 +1,81 @@
+"""The training loop's convergence machinery: a disjoint dev slice, dev-loss curve, early stopping, best weights."""
+
+import random
+
+import pytest
+import torch
+from tiny_model import tiny_loaded
+
+from harness.errors import HarnessError
+from harness.generation import HFBackend
+from harness.methods.spring import Spring, SpringTrainer, initial_tokens
+from harness.training import TrainingConfig, TrainingData, TrainItem, dev_loss, train
+from harness.types import Example, Passage
+
+DARWIN = Passage("p1", "Darwin", "Charles Darwin wrote On the Origin of Species.")
+
+
+def _item(i, answer):
+    return TrainItem(Example(f"e{i}", f"who wrote book {i}", [answer]), (DARWIN,))
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return HFBackend(tiny_loaded())
+
+
+def _trainer(backend):
+    method = Spring(tokens=3, n=3, fixed_k=True)
+    initial = initial_tokens(backend.model.get_input_embeddings(), backend.tokenizer, 3, "prompt", seed=0)
+    return SpringTrainer(method, backend, initial, TrainingConfig(max_passages=1))
+
+
+def test_early_stopping_keeps_the_best_dev_weights(backend):
+    # Training answers are "Darwin"; the dev answers are "Paris": fitting the first soon stops helping the second.
+    items = tuple(_item(i, "Darwin") for i in range(4))
+    dev = tuple(_item(10 + i, "Paris Paris") for i in range(2))
+    config = TrainingConfig(examples=4, epochs=40, batch_size=2, lr=0.5, max_passages=1, eval_every=2, patience=2, min_delta=0.0)
+    trainer = _trainer(backend)
+    log = train(trainer, TrainingData(items, ("toy",), (), dev), config, log=lambda _: None)
+    assert log.stopped_early and log.steps < log.planned_steps == 80
+    dev_curve = [point["dev_loss"] for point in log.curve]
+    assert log.curve[0]["step"] == 0 and "train_loss" not in log.curve[0] and "train_loss" in log.curve[1]
+    assert [point["examples"] for point in log.curve] == [2 * point["step"] for point in log.curve]
+    best = min(range(len(dev_curve)), key=dev_curve.__getitem__)
+    assert log.best_step == log.curve[best]["step"]
+    # Patience 2: the run stopped exactly two evaluations after its best one.
+    assert len(dev_curve) - 1 - best == 2 and all(d >= dev_curve[best] for d in dev_curve[best + 1 :])
+    # The weights kept are those of the best step: their dev loss is the curve's minimum.
+    assert dev_loss(trainer, dev, config) == pytest.approx(dev_curve[best], abs=1e-5)
+
+
+def test_dev_loss_uses_the_same_draws_every_time_and_no_early_stop_without_dev(backend):
+    trainer = _trainer(backend)
+    dev = tuple(_item(i, "Darwin") for i in range(3))
+    config = TrainingConfig(batch_size=2, max_passages=1)
+    assert dev_loss(trainer, dev, config) == dev_loss(trainer, dev, config)
+    items = tuple(_item(i, "Darwin") for i in range(4))
+    log = train(trainer, TrainingData(items, ("toy",), ()), TrainingConfig(examples=4, epochs=3, batch_size=2, lr=0.1,
+                                                                            max_passages=1), log=lambda _: None)
+    assert log.curve == [] and not log.stopped_early and log.steps == 6
+
+
+def test_the_dev_slice_is_disjoint_from_training_and_keyed(monkeypatch):
+    from harness import training
+
+    pool = [Example(f"q{i}", f"question {i}", ["a"]) for i in range(40)]
+    monkeypatch.setattr(training, "load_examples", lambda name, split, data_dir=None: pool)
+    data = training.training_data(["nq"], 10, 0, None, dev=6)
+    train_ids = {item.example.id for item in data.items}
+    dev_ids = {item.example.id for item in data.dev}
+    assert len(train_ids) == 10 and len(dev_ids) == 6 and not train_ids & dev_ids
+    spec = data.spec()
+    assert spec["n"] == 10 and spec["dev"]["n"] == 6
+    assert training.training_data(["nq"], 10, 0, None, dev=5).spec() != spec  # another dev slice, another key
+    assert "dev" not in training.training_data(["nq"], 10, 0, None).spec()
+
+
+@pytest.mark.parametrize("field, value", [("examples", 0), ("batch_size", 0), ("lr", 0.0), ("patience", -1), ("eval_every", -2)])
+def test_bad_training_options_are_one_line_errors(field, value):
+    with pytest.raises(HarnessError, match=field):
+        TrainingConfig(**{field: value})
