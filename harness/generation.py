@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import torch
 
-from harness.models import LoadedModel
+from harness.models import LoadedModel, release_memory
 from harness.segments import (
     CUT_VERSION,
     PASSAGE_RESERVE,
@@ -192,6 +192,7 @@ class HFBackend:
             import copy
 
             self._bf16_model = copy.deepcopy(self.model).to(torch.bfloat16).eval()
+            release_memory()  # the fp32 intermediate of the copy
         return self._bf16_model
 
     def _prefill_bf16(self, prefixes: Sequence[Sequence[Segment]]) -> PrefixCache:

@@ -127,6 +127,21 @@ def cpu_has_native_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+def release_memory() -> None:
+    """Hand memory freed by a finished phase (training activations, a discarded model copy) back to the OS, so
+    the next phase does not stack on top of it: glibc keeps freed blocks in its arenas otherwise."""
+    import ctypes
+    import gc
+    import sys
+
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:  # not glibc (e.g. musl): nothing to trim
+            pass
+
+
 def torch_dtype(name: str) -> Any:
     import torch
 

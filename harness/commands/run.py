@@ -80,14 +80,17 @@ def register(app: typer.Typer) -> None:
             RETRIEVERS.check(name)
         import torch
 
-        cpu_budget = not full and limit is None and not torch.cuda.is_available()
+        # The CPU budget (README): short inputs and a training budget whenever there is no GPU and no --full, and,
+        # without --limit, a sample sized by the power rule. --limit changes only the sample, never silently the rest.
+        cpu_budget = not full and not torch.cuda.is_available()
         sample = None
-        if cpu_budget:  # the CPU default: a sample sized by the power rule, short inputs, a training budget (README)
-            from harness.power import cpu_sample_size
-
-            sample = cpu_sample_size(_offline_in_domain(resolve_suite(suite), data_dir))
-            limit = sample.n
+        if cpu_budget:
             max_input_tokens = max_input_tokens or CPU_MAX_INPUT_TOKENS
+            if limit is None:
+                from harness.power import cpu_sample_size
+
+                sample = cpu_sample_size(_offline_in_domain(resolve_suite(suite), data_dir))
+                limit = sample.n
         parts = [p.strip() for p in suite.split(",") if p.strip()]
         config = RunConfig(
             datasets=resolve_suite(suite),

@@ -24,6 +24,7 @@ from filelock import FileLock
 from harness import __version__
 from harness.errors import HarnessError
 from harness.checkpoints import import_official, load_virtual_tokens, save_virtual_tokens, tensor_hash
+from harness.models import release_memory
 from harness.spec import content_hash
 from harness.suites import SUITES
 from harness.training import TrainingConfig, TrainingData, TrainingLog, train, training_data
@@ -133,6 +134,7 @@ def spring_tokens(
                 initial = initial_tokens(embedding, trained_on.tokenizer, method.n, method.init, config.seed)
                 trainable = (trainer or SpringTrainer)(method, trained_on, initial, config)
                 log = train(trainable, data, config, log=context.log, progress=context.progress)
+                release_memory()
                 metadata = {
                     "backbone": context.model_spec["model"],
                     "backbone_weights_hash": context.model_spec["weights_hash"],
@@ -216,11 +218,11 @@ def _save_peft(peft_model: Any, folder: Path, spec: dict, log: TrainingLog) -> N
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _backbone_copy(context: Any) -> Any:
+def _backbone_copy(context: Any, dtype: str | None = None) -> Any:
     """A separate copy of the run's backbone, for training that must not touch the shared one."""
     from harness.models import load_model
 
-    return load_model(context.config.model, dtype=context.config.dtype, trust_remote_code=context.config.trust_remote_code)
+    return load_model(context.config.model, dtype=dtype or context.config.dtype, trust_remote_code=context.config.trust_remote_code)
 
 
 def lora_adapter(method: Any, context: Any, retriever: str) -> tuple[Path, str]:
@@ -245,12 +247,13 @@ def _train_lora(method: Any, context: Any, data: TrainingData, config: TrainingC
     from peft import get_peft_model
 
     from harness.generation import HFBackend
+    from harness.models import resolve_dtype
     from harness.templates import PROMPT
     from harness.training import answer_loss, draw_inputs
 
-    copy = _backbone_copy(context)
-    if copy.dtype == "mixed":  # mixed precision trains in bf16 (as SPRING's tokens do); the adapter stays fp32
-        copy = dataclasses.replace(copy, model=copy.model.to(torch.bfloat16), dtype="bf16")
+    mixed = resolve_dtype(context.config.dtype) == "mixed"
+    # Mixed precision trains in bf16 (as SPRING's tokens do); the adapter's own weights stay fp32 (PEFT's autocast).
+    copy = _backbone_copy(context, dtype="bf16" if mixed else None)
     peft_model = get_peft_model(copy.model, method.peft_config())  # injects the adapter into this copy only
     # Full backprop through every layer: keep activations only at layer boundaries (recomputed in backward). One
     # CPU-default step (8 questions, 384 tokens, bf16) peaked at 4.6 GB without it and 2.0 GB with it, and was
@@ -272,6 +275,8 @@ def _train_lora(method: Any, context: Any, data: TrainingData, config: TrainingC
 
     log = train(LoraTrainer(), data, config, log=context.log, progress=context.progress)
     _save_peft(peft_model, folder, spec, log)
+    del peft_model, backend, copy
+    release_memory()
 
 
 def prefix_peft_tokens(method: Any, context: Any, retriever: str) -> tuple[torch.Tensor, str]:
