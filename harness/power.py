@@ -29,8 +29,9 @@ TARGET_HALF_WIDTH = 0.05  # +-5 EM points on the in-domain average difference
 # 0.100 (spring - prompt-chat) over the 7 offline in-domain datasets; the largest is used. Better-trained methods
 # disagree with the references more often, so re-measure (difference_variance) when the training budget grows.
 MEASURED_VARIANCE = 0.101
-# What the main job affords within 15 minutes on 2 cores (benchmarks/main_job.py): evaluating its 5 method columns
-# on the 11 offline datasets costs about 25 s per question per dataset, after about 6 minutes of training.
+# What the main job affords within 15 minutes on 2 cores (benchmarks/main_job.py: 871-873 s at 20): after about
+# 6.5 minutes of training, evaluating its 5 method columns on the 11 offline datasets costs ~24 s per question
+# per dataset, so the rule's 23 would take ~16 minutes.
 CPU_AFFORDABLE_PER_DATASET = 20
 
 
