@@ -305,10 +305,17 @@ class HFBackend:
             group = set(distinct[begin : begin + config.batch_size])
             cache = self.prefill([first[key] for key in distinct[begin : begin + config.batch_size]])
             members = [i for i, key in enumerate(keys) if key in group]
-            rows = [row_of[keys[i]] - begin for i in members]
-            generations = self.generate([split[i][1] for i in members], config, prefix=cache.select(rows))
-            for i, generation in zip(members, generations, strict=True):
-                results[i] = generation
+            # Continue the members a batch at a time, longest first, each batch selecting its own cache rows: one
+            # batch's copy of the cache at a time instead of a copy for every member (answers do not depend on
+            # the batching, tested).
+            members.sort(key=lambda i: -input_length(split[i][1]))
+            for start in range(0, len(members), config.batch_size):
+                batch = members[start : start + config.batch_size]
+                rows = [row_of[keys[i]] - begin for i in batch]
+                generations = self.generate([split[i][1] for i in batch], config, prefix=cache.select(rows))
+                for i, generation in zip(batch, generations, strict=True):
+                    results[i] = generation
+            del cache
         return results  # type: ignore[return-value]
 
     @torch.no_grad()
