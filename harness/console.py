@@ -38,11 +38,13 @@ def print_leaderboard(out: Console, picked: Any, datasets: Any, metrics: Any, st
     from harness.leaderboard import display_table, leaderboard, verdict_lines
     from harness.metrics import METRIC_LABELS
 
-    boards = [leaderboard(picked, datasets, [metric], method_order=method_order, store=store) for metric in metrics]
-    out.print(escape(boards[0].header + (f" | {note}" if note else "")), soft_wrap=True)
-    for metric, board in zip(metrics, boards):
-        table = display_table(board)
-        table.columns = [column.removesuffix(f" {METRIC_LABELS[metric]}") for column in table.columns]
+    board = leaderboard(picked, datasets, metrics, method_order=method_order, store=store)  # one bootstrap for all
+    out.print(escape(board.header + (f" | {note}" if note else "")), soft_wrap=True)
+    shown = display_table(board)
+    for metric in metrics:
+        suffix = f" {METRIC_LABELS[metric]}"
+        columns = [c for c in shown.columns if c == "n" or c.endswith(suffix)]
+        table = shown[columns].rename(columns=lambda c: c.removesuffix(suffix))
         out.print(frame_table(table, f"{METRIC_LABELS[metric]} x100"))
     metric = "exact_match" if "exact_match" in metrics else metrics[0]
     for line in verdict_lines(store, picked, method_order=method_order, metric=metric):

@@ -206,16 +206,17 @@ class HFBackend:
             self._bf16()(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True,
                              **{self._cache_kw: cache, **({"logits_to_keep": 1} if self._logits_to_keep else {})})
             rows.append([(layer.keys.float(), layer.values.float()) for layer in cache.layers])
-        width = max(layers[0][0].shape[2] for layers in rows)
+        lengths = [row[0][0].shape[2] for row in rows]
+        width = max(lengths)
         mask = torch.zeros(len(rows), width, dtype=torch.long, device=self.model.device)
+        for b, length in enumerate(lengths):
+            mask[b, width - length :] = 1  # left padding, as collate() lays out a batch
         layers = []
         for layer in range(len(rows[0])):
             first = rows[0][layer][0]
             keys, values = (first.new_zeros(len(rows), first.shape[1], width, first.shape[3]) for _ in (0, 1))
-            for b, row in enumerate(rows):
-                length = row[layer][0].shape[2]
+            for b, (row, length) in enumerate(zip(rows, lengths, strict=True)):
                 keys[b, :, width - length :], values[b, :, width - length :] = row[layer][0][0], row[layer][1][0]
-                mask[b, width - length :] = 1
             layers.append((keys, values))
         return PrefixCache(tuple(layers), mask, mask.sum(-1))
 

@@ -58,7 +58,11 @@ class TrainingConfig:
     min_delta: float = 0.01
 
     def spec(self) -> dict[str, Any]:
-        return asdict(self)
+        from harness.segments import CUT_VERSION, PASSAGE_RESERVE
+
+        # Under a cut, the passage budget rule (segments.fit_input) shapes every training input: keyed as at inference.
+        cut = {"passage_reserve": PASSAGE_RESERVE, "cut_version": CUT_VERSION} if self.max_input_tokens else {}
+        return {**asdict(self), **cut}
 
     def __post_init__(self) -> None:
         for name in ("examples", "epochs", "batch_size", "max_passages"):
