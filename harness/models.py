@@ -180,7 +180,32 @@ def load_model(
         raise HarnessError(f"cannot load model from {folder}: {str(error).splitlines()[0]}{hint}") from error
     model.to(device).eval()
     model.requires_grad_(False)  # the backbone is always frozen; trainable parts live in the methods
+    head = model.get_output_embeddings()
+    if head is not None:
+        head.register_forward_pre_hook(_dense_head_input)
     return LoadedModel(model, tokenizer, model_id, weights_hash(folder), chosen, folder)
+
+
+def _dense_head_input(module: Any, args: tuple) -> tuple | None:
+    """Give the LM head a densely laid-out input. ``logits_to_keep`` hands it a slice of the hidden states
+    whose strides still span the whole sequence; on CPU, bf16 matmuls with such an input reorder the
+    (49k x hidden) weight on every call: measured 165 ms for one row against 6 ms dense, and 1.1 s against
+    6 ms for 8 rows (torch 2.13, Xeon with AMX). Copying the few kept rows costs microseconds."""
+    import torch
+
+    hidden = args[0] if args else None
+    if not isinstance(hidden, torch.Tensor) or hidden.is_contiguous() and hidden.stride() == _dense_strides(hidden.shape):
+        return None
+    return (hidden.new_empty(hidden.shape).copy_(hidden), *args[1:])
+
+
+def _dense_strides(shape: Any) -> tuple[int, ...]:
+    """Row-major strides of ``shape`` (size-1 dimensions included, unlike ``is_contiguous``)."""
+    strides, step = [], 1
+    for size in reversed(tuple(shape)):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
 
 
 @contextlib.contextmanager

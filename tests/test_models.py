@@ -114,3 +114,19 @@ def test_remote_code_is_never_trusted_by_default(tmp_path):
     (folder / "modeling_evil.py").write_text("raise SystemExit('remote code ran')\n")
     with pytest.raises(HarnessError, match="--trust-remote-code"):
         load_model(folder)
+
+
+def test_lm_head_gets_a_dense_input_and_the_same_logits():
+    """logits_to_keep hands the head a strided slice; the load path's hook makes it dense (bf16 CPU matmuls
+    with a strided input were 30-300x slower) without changing a logit."""
+    loaded = load_model(tiny_model_dir(), dtype="bf16", device="cpu")
+    head = loaded.model.get_output_embeddings()
+    seen = []
+    head.register_forward_hook(lambda module, args, output: seen.append(args[0].stride()))
+    ids = torch.randint(0, loaded.model.config.vocab_size, (3, 7))
+    with torch.no_grad():
+        kept = loaded.model(input_ids=ids, logits_to_keep=2).logits
+        full = loaded.model(input_ids=ids).logits[:, -2:]
+    hidden = loaded.model.config.hidden_size
+    assert seen[0] == (2 * hidden, hidden, 1)  # dense, not the (7 * hidden, hidden, 1) of the slice
+    assert torch.equal(kept, full)

@@ -86,7 +86,9 @@ def test_spring_and_peft_impls_train_the_same_tokens_and_give_the_same_number(ba
     assert (spring_weights - peft_weights).abs().max() <= 1e-5
     spring_log, peft_log = trained["logs"]
     assert spring_log.steps == peft_log.steps == 6 and spring_log.trainable_parameters == peft_log.trainable_parameters == N * 64
-    assert spring_log.losses == pytest.approx(peft_log.losses, abs=2e-5)  # logged rounded to 5 decimals
+    # logged rounded to 5 decimals; the two paths hand the LM head differently laid-out inputs (fp32 sums in
+    # another order): relative 1e-5
+    assert spring_log.losses == pytest.approx(peft_log.losses, rel=1e-5, abs=2e-5)
 
     # The numbers: answer NLL on a fixed draw (tokens first, all n) and greedy predictions with EM.
     def evaluate(weights):
