@@ -194,7 +194,7 @@ def _dense_head_input(module: Any, args: tuple) -> tuple | None:
     import torch
 
     hidden = args[0] if args else None
-    if not isinstance(hidden, torch.Tensor) or hidden.is_contiguous() and hidden.stride() == _dense_strides(hidden.shape):
+    if not isinstance(hidden, torch.Tensor) or hidden.stride() == _dense_strides(hidden.shape):
         return None
     return (hidden.new_empty(hidden.shape).copy_(hidden), *args[1:])
 
