@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from harness.errors import HarnessError
@@ -37,13 +37,31 @@ def save_virtual_tokens(path: Path, tokens: torch.Tensor, metadata: Mapping[str,
     return digest
 
 
+def readable_checkpoint(path: Path) -> bool:
+    """Whether ``path`` opens as a safetensors file and its tensor reads back whole (a truncated one does not)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118 - safe_open has no __contains__
+                handle.get_tensor(name)
+    except SafetensorError:
+        return False
+    return True
+
+
 def load_virtual_tokens(path: Path, *, hidden_size: int, weights_hash: str | None = None) -> tuple[torch.Tensor, dict[str, str]]:
     """Read a checkpoint written by :func:`save_virtual_tokens`, checking it fits this backbone."""
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = dict(handle.metadata() or {})
-        if TENSOR_NAME not in handle.keys():  # noqa: SIM118 - safe_open has no __contains__
-            raise HarnessError(f"{path} holds no {TENSOR_NAME!r} tensor; it is not a harness virtual-token checkpoint")
-        tokens = handle.get_tensor(TENSOR_NAME)
+    if path.is_dir():
+        raise HarnessError(f"checkpoint {path} is a folder; pass the .safetensors file inside it")
+    if not path.is_file():
+        raise HarnessError(f"checkpoint {path} does not exist; check the path, or train it with `harness train`")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            if TENSOR_NAME not in handle.keys():  # noqa: SIM118 - safe_open has no __contains__
+                raise HarnessError(f"{path} holds no {TENSOR_NAME!r} tensor; it is not a harness virtual-token checkpoint")
+            tokens = handle.get_tensor(TENSOR_NAME)
+    except SafetensorError as error:
+        raise HarnessError(f"checkpoint {path} is damaged ({error}); delete it to train it again") from None
     _check_fits(path, tokens, hidden_size)
     if weights_hash is not None and metadata.get("backbone_weights_hash") not in (None, weights_hash):
         raise HarnessError(
@@ -56,6 +74,8 @@ def load_virtual_tokens(path: Path, *, hidden_size: int, weights_hash: str | Non
 def import_official(path: str | os.PathLike, *, hidden_size: int) -> torch.Tensor:
     """An official SPRING release (``*.added_token_embeddings.pt``: one [n, d] tensor), loaded safely."""
     path = Path(path)
+    if path.is_dir():
+        raise HarnessError(f"SPRING checkpoint {path} is a folder; pass the *.added_token_embeddings.pt file inside it")
     if not path.is_file():
         raise HarnessError(f"SPRING checkpoint {path} does not exist")
     try:

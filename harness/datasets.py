@@ -8,6 +8,8 @@ split: questions that appear in both are dropped from training.
 from __future__ import annotations
 
 import functools
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 import hashlib
 from pathlib import Path
@@ -104,7 +106,7 @@ def _load(name: str, split: Split, root: Path | None, source: Source) -> tuple[E
         return _load_hub(task, split)
     assert root is not None
     evaluation = list(task.read_eval(root))
-    _check_unique_ids(task.name, evaluation)
+    _check_examples(task, evaluation, task.eval_files, root)
     if task.carve_modulus is not None:
         carved = [e for e in evaluation if in_carve_out(e.question, task.carve_modulus)]
         evaluation = [e for e in evaluation if not in_carve_out(e.question, task.carve_modulus)]
@@ -116,15 +118,29 @@ def _load(name: str, split: Split, root: Path | None, source: Source) -> tuple[E
         pool = carved
     else:
         raise HarnessError(f"{task.name} has no training pool (no training-side file and no carve-out)")
-    _check_unique_ids(task.name, pool)
+    _check_examples(task, pool, task.train_files or task.eval_files, root)
     seen = {normalize_answer(e.question) for e in evaluation}
     return tuple(e for e in pool if normalize_answer(e.question) not in seen)
+
+
+def _check_examples(task: type[Task], examples: list[Example], files: Sequence[str], root: Path) -> None:
+    """What every reader must deliver: some examples, unique ids, question text and answer strings."""
+    where = ", ".join(str(root / f) for f in files)
+    if not examples:
+        raise HarnessError(f"{task.name}: {where} holds no examples; restore the dataset's original file")
+    _check_unique_ids(task.name, examples)
+    for example in examples:
+        if not isinstance(example.question, str) or not example.question.strip():
+            raise HarnessError(f"{task.name}: example {example.id} in {where} has no question text; fix that record")
+        if not example.golds or not all(isinstance(gold, str) for gold in example.golds):
+            raise HarnessError(f"{task.name}: example {example.id} in {where} needs a non-empty list of answer strings, has {list(example.golds)!r}")
 
 
 def _check_unique_ids(name: str, examples: list[Example]) -> None:
     ids = [e.id for e in examples]
     if len(set(ids)) != len(ids):
-        raise HarnessError(f"{name}: example ids are not unique; the task reader must give stable unique ids")
+        duplicate = next(i for i, count in Counter(ids).items() if count > 1)
+        raise HarnessError(f"{name}: example id {duplicate!r} occurs twice; the task reader must give each record a unique, stable id")
 
 
 def _load_hub(task: type[Task], split: Split) -> tuple[Example, ...]:

@@ -34,6 +34,14 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             raise HarnessError(f"{path}: not UTF-8 text ({error.reason})") from error
 
 
+def read_json_records(path: Path) -> list[Any]:
+    """A JSON file whose top level is the list of records (Bamboogle, Fermi, StrategyQA, WebQuestions)."""
+    document = read_json(path)
+    if not isinstance(document, list):
+        raise HarnessError(f"{path}: the top level must be a JSON list of records, found {_found(document)}")
+    return document
+
+
 def read_json(path: Path) -> Any:
     with _open_text(path) as handle:
         try:
@@ -72,6 +80,41 @@ def read_tsv(path: Path) -> Iterator[tuple[int, list[str]]]:
 
 def require(record: dict[str, Any], key: str, path: Path, where: int | str) -> Any:
     """``record[key]``, or a one-line error naming the file and record."""
+    if not isinstance(record, dict):
+        raise HarnessError(f"{path}:{where}: expected a JSON object with a {key!r} field, found {_found(record)}")
     if key not in record:
         raise HarnessError(f"{path}:{where}: record has no {key!r} field")
     return record[key]
+
+
+def _found(value: Any) -> str:
+    """How a wrong-typed JSON value reads in an error: its kind and a short excerpt."""
+    kind = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    return "null" if value is None else f"{kind.get(type(value), type(value).__name__)} {json.dumps(value, default=str)[:40]}"
+
+
+def require_text(record: dict[str, Any], key: str, path: Path, where: int | str) -> str:
+    """``record[key]`` as non-empty text (a question), or a one-line error naming the file, record and type."""
+    value = require(record, key, path, where)
+    if not isinstance(value, str) or not value.strip():
+        raise HarnessError(f"{path}:{where}: {key!r} must be a non-empty string, found {_found(value)}")
+    return value
+
+
+def require_answer(record: dict[str, Any], key: str, path: Path, where: int | str, numbers: bool = False) -> str:
+    """``record[key]`` as one answer string (``numbers``: a JSON number is read as its text, e.g. Fermi's)."""
+    value = require(record, key, path, where)
+    if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str) or not value.strip():
+        wanted = "a number or a non-empty string" if numbers else "a non-empty answer string"
+        raise HarnessError(f"{path}:{where}: {key!r} must be {wanted}, found {_found(value)}")
+    return value
+
+
+def require_answers(record: dict[str, Any], key: str, path: Path, where: int | str) -> list[str]:
+    """``record[key]`` as a non-empty list of answer strings; a bare string is refused, not split into letters."""
+    value = require(record, key, path, where)
+    if not isinstance(value, list) or not value or not all(isinstance(a, str) for a in value):
+        raise HarnessError(f"{path}:{where}: {key!r} must be a non-empty list of answer strings, found {_found(value)}")
+    return value

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -547,6 +548,17 @@ def _lm_eval_name(task: PreserveTask, source: str) -> str:
     return task.local_task if source == "local" else task.stock_task
 
 
+def docs_hash(loaded: Mapping[str, Any], counts: Mapping[str, int]) -> str:
+    """Hash of the evaluated documents' content, leaf by leaf: a data file corrected in place changes the key."""
+    digest = hashlib.sha256()
+    for leaf, count in counts.items():
+        docs = loaded["tasks"][leaf].eval_docs
+        for index in range(count):
+            # default=str: documents may hold values JSON lacks (dates); their text form is stable.
+            digest.update(json.dumps([leaf, docs[index]], sort_keys=True, ensure_ascii=False, default=str).encode("utf-8") + b"\n")
+    return digest.hexdigest()[:20]
+
+
 def doc_counts(loaded: Mapping[str, Any], limit: int | None) -> dict[str, int]:
     """How many documents (a prefix of each leaf task's documents) to evaluate per leaf task, leaves in name order.
 
@@ -692,6 +704,7 @@ def run_preservation(
                     dataset=_lm_eval_name(task, source),
                     split=first.config.test_split or first.config.validation_split or "test",
                     example_ids_hash=example_ids_hash(ids),
+                    examples_hash=docs_hash(loaded, counts),
                     n_examples=len(ids),
                     retriever={"name": "none"},
                     passages=0,

@@ -27,8 +27,13 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> UnknownNameErr
     """The standard error for an unknown ``name`` of a ``kind`` ("dataset", "suite", ...)."""
     choices = sorted(choices)
     return UnknownNameError(
-        f"unknown {kind} {name!r}.{did_you_mean(name, choices)} Valid {kind}s: {', '.join(choices)}."
+        f"unknown {kind} {name!r}.{did_you_mean(name, choices)} Valid {plural(kind)}: {', '.join(choices)}."
     )
+
+
+def plural(noun: str) -> str:
+    """``noun`` in the plural, for the nouns the registries use ("dataset" -> "datasets", "alias" -> "aliases")."""
+    return f"{noun}es" if noun.endswith(("s", "x", "ch", "sh")) else f"{noun}s"
 
 
 class Registry(Generic[T]):

@@ -22,8 +22,9 @@ from harness.corpus import DEFAULT_CORPUS
 from harness.datasets import load_examples
 from harness.errors import HarnessError
 from harness.metrics import METRICS, SCORER_VERSION
+from harness.options import check_targets, parse_method_options, split_options, typed_value
 from harness.plugins import DATASETS, METHODS
-from harness.spec import CellSpec, example_ids_hash
+from harness.spec import CellSpec, example_ids_hash, examples_hash
 from harness.store import CellRecord, Store
 from harness.types import Example, Passage
 
@@ -87,13 +88,6 @@ class RunContext:
         if key not in self._artifacts:
             self._artifacts[key] = build()
         return self._artifacts[key]
-
-    def training_overrides(self, method: str) -> dict[str, str]:
-        """``--option METHOD.KEY=VALUE`` pairs whose KEY is a training hyper-parameter."""
-        from harness.training import TrainingConfig
-
-        fields = TrainingConfig.__dataclass_fields__
-        return {key: value for target, key, value in _split_options(self.config.method_options) if target == method and key in fields}
 
     @cached_property
     def model_spec(self) -> dict[str, str]:
@@ -193,21 +187,8 @@ class Cell:
 
 def method_instances(name: str, config: RunConfig) -> list[Any]:
     """The method objects for ``name``: one per requested token count (or shot count) when the method takes them."""
-    from harness.registry import unknown_name
-    from harness.training import TrainingConfig
-
     cls = METHODS.get(name)
-    trained = bool(getattr(cls, "prepare", None))
-    training_keys = set(TrainingConfig.__dataclass_fields__) if trained else set()
-    options = {
-        key: value for target, key, value in _split_options(config.method_options) if target == name and key not in training_keys
-    }
-    accepted = constructor_options(cls) - {"tokens", "shots"}
-    for key in options:
-        if key not in accepted:
-            if not accepted and not trained:
-                raise HarnessError(f"method {name!r} takes no options (got {', '.join(options)})")
-            raise unknown_name(f"{name} option", key, accepted | training_keys)
+    options = constructor_values(name, config)
     if getattr(cls, "uses_tokens", False):
         counts = config.tokens or (cls.default_tokens,)
         return [cls(tokens=k, **options) for k in counts]
@@ -216,42 +197,63 @@ def method_instances(name: str, config: RunConfig) -> list[Any]:
     return [cls(**options)]
 
 
-def constructor_options(cls: type) -> set[str]:
-    """Keyword arguments ``cls(...)`` accepts, following ``**options`` up to the parent classes' ``__init__``."""
+def constructor_values(name: str, config: RunConfig) -> dict[str, Any]:
+    """``--option`` values for method ``name``'s constructor, typed by their defaults; unknown keys are refused."""
+    from harness.registry import unknown_name
+    from harness.training import TrainingConfig
+
+    cls = METHODS.get(name)
+    trained = bool(getattr(cls, "prepare", None))
+    training_keys = set(TrainingConfig.__dataclass_fields__) if trained else set()
+    defaults = constructor_defaults(cls)
+    accepted = set(defaults) - {"tokens", "shots"}
+    options = {}
+    for target, key, value in split_options(config.method_options):
+        if target != name or key in training_keys:
+            continue
+        if key not in accepted:
+            if not accepted and not trained:
+                raise HarnessError(f"method {name!r} takes no options (got {key})")
+            raise unknown_name(f"{name} option", key, accepted | training_keys)
+        options[key] = typed_value(name, key, value, defaults[key])
+    return options
+
+
+def check_options(config: RunConfig) -> None:
+    """Every ``--option`` of ``config`` names a method of the run, an option it has and a value of its type.
+
+    Run before any work: a bad option for the second trained method must not surface after the first trained.
+    """
+    from harness.methods.trained import training_values
+
+    check_targets(config.method_options, config.methods)
+    for name in dict.fromkeys(config.methods):
+        constructor_values(name, config)
+        if getattr(METHODS.get(name), "prepare", None):
+            training_values(config, name)
+
+
+def constructor_defaults(cls: type) -> dict[str, Any]:
+    """Keyword arguments ``cls(...)`` accepts and their defaults, following ``**options`` up the parents' ``__init__``."""
     import inspect
 
-    names: set[str] = set()
+    defaults: dict[str, Any] = {}
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is None or klass is object:
             continue
         parameters = inspect.signature(init).parameters.values()
-        names |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
+        for p in parameters:
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("self", "chat_template"):
+                defaults.setdefault(p.name, None if p.default is p.empty else p.default)
         if not any(p.kind is p.VAR_KEYWORD for p in parameters):
             break
-    return names - {"chat_template"}
+    return defaults
 
 
-def parse_method_options(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """``--option METHOD.KEY=VALUE`` strings as ``("METHOD.KEY", "VALUE")`` pairs (checked here, once)."""
-    pairs = []
-    for item in items:
-        key, equals, value = item.partition("=")
-        if not equals:
-            raise HarnessError(f"--option {item!r} must look like METHOD.KEY=VALUE (e.g. spring.lr=0.002)")
-        pairs.append((key, value))
-    _split_options(pairs)  # rejects a KEY without METHOD
-    return tuple(pairs)
-
-
-def _split_options(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str, str]]:
-    found = []
-    for target_key, value in pairs:
-        target, dot, key = target_key.partition(".")
-        if not dot or not key:
-            raise HarnessError(f"method option {target_key}={value} must look like METHOD.KEY=VALUE")
-        found.append((target, key, value))
-    return found
+def constructor_options(cls: type) -> set[str]:
+    """Keyword arguments ``cls(...)`` accepts (see :func:`constructor_defaults`)."""
+    return set(constructor_defaults(cls))
 
 
 def cell_method_spec(method: Any) -> dict[str, Any]:
@@ -262,6 +264,7 @@ def cell_method_spec(method: Any) -> dict[str, Any]:
 
 def plan(config: RunConfig, context: RunContext) -> tuple[list[Cell], list[str]]:
     """The cells of ``config`` (in dataset, method, retriever, m order) and notices for skipped datasets."""
+    check_options(config)
     cells: list[Cell] = []
     notices: list[str] = []
     decoding_spec = context.decoding.spec()
@@ -295,6 +298,7 @@ def plan(config: RunConfig, context: RunContext) -> tuple[list[Cell], list[str]]
                             dataset=dataset,
                             split="eval",
                             example_ids_hash=example_ids_hash([e.id for e in examples]),
+                            examples_hash=examples_hash(examples),
                             n_examples=len(examples),
                             retriever={"name": retriever_name, **retriever_spec},
                             passages=m,
@@ -350,8 +354,10 @@ def compute_cells(
     records: list[CellRecord | None] = [None] * len(cells)
     with ExitStack() as stack:
         open_cells: list[tuple[int, Cell, Any, int]] = []  # (index, cell, writer, examples already stored)
-        for index, cell in enumerate(cells):
-            writer = stack.enter_context(store.writing(cell.spec, provenance, force=config.force))
+        writers = stack.enter_context(
+            store.writing_many([cell.spec for cell in cells], provenance, config.force, [[e.id for e in cell.examples] for cell in cells])
+        )
+        for index, (cell, writer) in enumerate(zip(cells, writers, strict=True)):
             if writer is None:
                 continue
             ids = [e.id for e in cell.examples]
@@ -437,7 +443,9 @@ __all__ = [
     "RunConfig",
     "RunContext",
     "compute_cell",
+    "check_options",
     "compute_cells",
+    "parse_method_options",
     "plan",
     "run",
     "select_examples",

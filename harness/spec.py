@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Bump when the on-disk layout of a cell (spec.json, predictions.jsonl, metrics.json) changes meaning.
-RESULT_SCHEMA_VERSION = 1
+# 2: the spec keys the examples' content (examples_hash), not only their ids.
+RESULT_SCHEMA_VERSION = 2
 
 
 def canonical_json(value: Any) -> str:
@@ -37,6 +38,15 @@ def example_ids_hash(ids: Sequence[str]) -> str:
     return content_hash(list(ids))
 
 
+def examples_hash(examples: Sequence[Any]) -> str:
+    """Hash of what a cell reads and scores against: each example's id, question and golds, in order.
+
+    Ids alone are not enough: a data file corrected in place (a fixed answer, a reworded question) keeps its ids
+    and must still change the key.
+    """
+    return content_hash([[e.id, e.question, list(e.golds)] for e in examples])
+
+
 @dataclass(frozen=True)
 class CellSpec:
     """One evaluation cell: a dataset slice x retriever x model x method x decoding x scorer."""
@@ -44,6 +54,7 @@ class CellSpec:
     dataset: str
     split: str
     example_ids_hash: str
+    examples_hash: str  # ids + questions + golds (examples_hash()); example_ids_hash alone names the sample
     n_examples: int
     retriever: Mapping[str, Any]  # the retriever's spec(): id, parameters, corpus fingerprint
     passages: int  # m, the number of retrieved passages in the input

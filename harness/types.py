@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.errors import HarnessError
+
 
 @dataclass(frozen=True)
 class Example:
@@ -16,7 +18,10 @@ class Example:
     metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Accept any sequence of answers but store a tuple so examples stay immutable and hashable.
+        # Accept any sequence of answers but store a tuple so examples stay immutable and hashable. A bare
+        # string would become a tuple of its letters (each one a gold answer), so it is refused.
+        if isinstance(self.golds, str):
+            raise HarnessError(f"example {self.id}: golds must be a list of answer strings, not the string {self.golds!r}")
         object.__setattr__(self, "golds", tuple(self.golds))
 
 

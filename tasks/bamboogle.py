@@ -7,7 +7,7 @@ answers lower-cased in this copy, which the normalised metrics ignore). Held out
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness.formats import read_json, require
+from harness.formats import read_json_records, require_answer, require_text
 from harness.task import HubSource, Task
 from harness.types import Example
 
@@ -24,6 +24,6 @@ class Bamboogle(Task):
     @classmethod
     def read_eval(cls, data_dir: Path) -> Iterator[Example]:
         path = data_dir / cls.eval_files[0]
-        for index, record in enumerate(read_json(path)):
+        for index, record in enumerate(read_json_records(path)):
             where = f"record {index}"
-            yield Example(f"bamboogle/test/{index}", require(record, "question", path, where), [require(record, "answer", path, where)])
+            yield Example(f"bamboogle/test/{index}", require_text(record, "question", path, where), [require_answer(record, "answer", path, where)])

@@ -8,7 +8,7 @@ is a number with an optional unit, scored as text like the other datasets. Held 
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness.formats import read_json, require
+from harness.formats import read_json_records, require_answer, require_text
 from harness.task import HubSource, Task
 from harness.types import Example
 
@@ -25,11 +25,11 @@ class Fermi(Task):
     @classmethod
     def read_eval(cls, data_dir: Path) -> Iterator[Example]:
         path = data_dir / cls.eval_files[0]
-        for index, record in enumerate(read_json(path)):
+        for index, record in enumerate(read_json_records(path)):
             where = f"record {index}"
             yield Example(
                 f"fermi/test/{index}",
-                require(record, "question", path, where),
-                [str(require(record, "answer", path, where))],
+                require_text(record, "question", path, where),
+                [require_answer(record, "answer", path, where, numbers=True)],
                 {"hop": record.get("hop")},
             )

@@ -9,7 +9,7 @@ the oracle retriever, not here). Licence: CC BY-SA 4.0.
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness.formats import read_jsonl, require
+from harness.formats import read_jsonl, require_answer, require_answers, require_text
 from harness.task import HubSource, Task
 from harness.types import Example
 
@@ -27,7 +27,7 @@ class HotpotQA(Task):
     def read_eval(cls, data_dir: Path) -> Iterator[Example]:
         path = data_dir / cls.eval_files[0]
         for line, record in read_jsonl(path):
-            yield Example(f"hotpotqa/dev/{line}", require(record, "question", path, line), require(record, "answer", path, line))
+            yield Example(f"hotpotqa/dev/{line}", require_text(record, "question", path, line), require_answers(record, "answer", path, line))
 
     @classmethod
     def read_train(cls, data_dir: Path) -> Iterator[Example]:
@@ -35,7 +35,7 @@ class HotpotQA(Task):
         for line, record in read_jsonl(path):
             yield Example(
                 f"hotpotqa/train/{line}",
-                require(record, "question", path, line),
-                [require(record, "answer", path, line)],
+                require_text(record, "question", path, line),
+                [require_answer(record, "answer", path, line)],
                 {"level": record.get("level"), "type": record.get("type")},
             )

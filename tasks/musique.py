@@ -7,7 +7,7 @@ training. Licence: CC BY 4.0.
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness.formats import read_jsonl, require
+from harness.formats import read_jsonl, require_answers, require_text
 from harness.task import HubSource, Task
 from harness.types import Example
 
@@ -25,4 +25,4 @@ class MuSiQue(Task):
     def read_eval(cls, data_dir: Path) -> Iterator[Example]:
         path = data_dir / cls.eval_files[0]
         for line, record in read_jsonl(path):
-            yield Example(f"musique/dev/{line}", require(record, "question", path, line), require(record, "answer", path, line))
+            yield Example(f"musique/dev/{line}", require_text(record, "question", path, line), require_answers(record, "answer", path, line))

@@ -9,7 +9,7 @@ answer:[str]} and DPR TSV. Licence: CC BY-SA 3.0.
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness.formats import read_dpr_qas, read_jsonl, require
+from harness.formats import read_dpr_qas, read_jsonl, require_answers, require_text
 from harness.task import HubSource, Task
 from harness.types import Example
 
@@ -27,7 +27,7 @@ class NaturalQuestions(Task):
     def read_eval(cls, data_dir: Path) -> Iterator[Example]:
         path = data_dir / cls.eval_files[0]
         for line, record in read_jsonl(path):
-            yield Example(f"nq/test/{line}", require(record, "question", path, line), require(record, "answer", path, line))
+            yield Example(f"nq/test/{line}", require_text(record, "question", path, line), require_answers(record, "answer", path, line))
 
     @classmethod
     def read_train(cls, data_dir: Path) -> Iterator[Example]:
@@ -37,6 +37,6 @@ class NaturalQuestions(Task):
         for line, record in read_jsonl(path):
             yield Example(
                 f"nq/train-efficientqa-dev/{line}",
-                require(record, "question", path, line),
-                require(record, "answer", path, line),
+                require_text(record, "question", path, line),
+                require_answers(record, "answer", path, line),
             )

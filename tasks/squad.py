@@ -9,7 +9,7 @@ SQuAD train questions, JSONL {query, passage, answer}). Paragraphs for the dev q
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness.formats import read_jsonl, require
+from harness.formats import read_jsonl, require_answer, require_answers, require_text
 from harness.task import HubSource, Task
 from harness.types import Example
 
@@ -27,11 +27,11 @@ class SQuAD(Task):
     def read_eval(cls, data_dir: Path) -> Iterator[Example]:
         path = data_dir / cls.eval_files[0]
         for line, record in read_jsonl(path):
-            answers = list(dict.fromkeys(require(record, "answer", path, line)))  # de-duplicate, keep order
-            yield Example(f"squad/dev/{line}", require(record, "question", path, line), answers)
+            answers = list(dict.fromkeys(require_answers(record, "answer", path, line)))  # de-duplicate, keep order
+            yield Example(f"squad/dev/{line}", require_text(record, "question", path, line), answers)
 
     @classmethod
     def read_train(cls, data_dir: Path) -> Iterator[Example]:
         path = data_dir / cls.train_files[0]
         for line, record in read_jsonl(path):
-            yield Example(f"squad/train/{line}", require(record, "query", path, line), [require(record, "answer", path, line)])
+            yield Example(f"squad/train/{line}", require_text(record, "query", path, line), [require_answer(record, "answer", path, line)])

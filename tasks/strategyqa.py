@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.formats import read_json, require
+from harness.formats import read_json_records, require, require_text
 from harness.task import Task
 from harness.types import Example
 
@@ -25,9 +25,9 @@ class StrategyQA(Task):
     @classmethod
     def read_eval(cls, data_dir: Path) -> Iterator[Example]:
         path = data_dir / cls.eval_files[0]
-        for index, record in enumerate(read_json(path)):
+        for index, record in enumerate(read_json_records(path)):
             qid = require(record, "qid", path, f"record {index}")
             answer = require(record, "answer", path, qid)
             if not isinstance(answer, bool):
                 raise HarnessError(f"{path}: record {qid}: 'answer' must be true or false")
-            yield Example(f"strategyqa/{qid}", require(record, "question", path, qid), ["yes" if answer else "no"])
+            yield Example(f"strategyqa/{qid}", require_text(record, "question", path, qid), ["yes" if answer else "no"])

@@ -9,7 +9,7 @@ training pool and removed from evaluation. Paragraphs for a 1,000-question sampl
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness.formats import read_jsonl, require
+from harness.formats import read_jsonl, require_answers, require_text
 from harness.task import HubSource, Task
 from harness.types import Example
 
@@ -27,4 +27,4 @@ class TwoWikiMultihopQA(Task):
     def read_eval(cls, data_dir: Path) -> Iterator[Example]:
         path = data_dir / cls.eval_files[0]
         for line, record in read_jsonl(path):
-            yield Example(f"2wiki/dev/{line}", require(record, "question", path, line), require(record, "answer", path, line))
+            yield Example(f"2wiki/dev/{line}", require_text(record, "question", path, line), require_answers(record, "answer", path, line))

@@ -8,7 +8,7 @@ test). Training pool: the original 3,778 train questions, split by the source re
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness.formats import read_json, require
+from harness.formats import read_json_records, require, require_answers, require_text
 from harness.task import HubSource, Task
 from harness.types import Example
 
@@ -24,9 +24,9 @@ class WebQuestions(Task):
 
     @staticmethod
     def _read(path: Path) -> Iterator[Example]:
-        for index, record in enumerate(read_json(path)):
+        for index, record in enumerate(read_json_records(path)):
             qid = require(record, "qId", path, f"record {index}")
-            yield Example(f"webq/{qid}", require(record, "qText", path, qid), require(record, "answers", path, qid))
+            yield Example(f"webq/{qid}", require_text(record, "qText", path, qid), require_answers(record, "answers", path, qid))
 
     @classmethod
     def read_eval(cls, data_dir: Path) -> Iterator[Example]:

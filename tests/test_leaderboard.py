@@ -19,6 +19,7 @@ def _write(store, dataset, method, scores, model="tiny"):
         dataset=dataset,
         split="eval",
         example_ids_hash=example_ids_hash(ids),
+        examples_hash=example_ids_hash(ids),  # synthetic content
         n_examples=len(ids),
         retriever={"name": "bm25", "corpus_fingerprint": "c"},
         passages=3,

@@ -39,6 +39,7 @@ def write_cell(store, dataset, method, p, *, retriever="bm25", passages=5, model
         dataset=dataset,
         split="eval",
         example_ids_hash=example_ids_hash(ids),
+        examples_hash=example_ids_hash(ids),  # synthetic content
         n_examples=n,
         retriever=retriever_spec,
         passages=0 if lm_eval else passages,

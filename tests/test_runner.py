@@ -72,6 +72,24 @@ def test_limit_is_a_seeded_sample_and_changes_the_key(world):
     assert cells_a[0].key != cells_b[0].key or ids_a == [e.id for e in cells_b[0].examples]
 
 
+def test_an_answer_corrected_in_place_changes_the_cell_key(world):
+    # Ids alone once keyed a cell: a fixed answer file kept serving the cell scored against the broken golds.
+    import harness.datasets
+
+    before, _ = run(_config(world, methods=("closed-book",)))
+    path = world["data"] / "nq_open" / "NQ-open.dev.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[1]["answer"] = ["Paris, France"]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    harness.datasets._load.cache_clear()  # a new process would read the file afresh
+    after, _ = run(_config(world, methods=("closed-book",)))
+    assert before[0].spec.example_ids_hash == after[0].spec.example_ids_hash
+    assert before[0].key != after[0].key
+    store = Store(world["results"])
+    assert store.load(before[0].key).predictions()[1]["golds"] == ["Paris"]
+    assert store.load(after[0].key).predictions()[1]["golds"] == ["Paris, France"]
+
+
 def test_cli_run_prints_the_leaderboard_and_rejects_bad_flags(world, capsys):
     args = ["run", "--suite", "nq", "--method", "closed-book", "--model", str(tiny_model_dir()), "--dtype", "fp32",
             "--results", str(world["results"]), "--data-dir", str(world["data"]), "--corpus", str(world["corpus"]),

@@ -10,6 +10,7 @@ from harness.errors import HarnessError, NotAvailableOffline
 from harness.metrics import METRICS, normalize_answer
 from harness.plugins import DATASETS
 from harness.suites import SUITES, resolve_suite
+from harness.types import Example
 
 # Evaluation counts from ../shared/data/MANIFEST.md (2wiki: 12,576 minus its training carve-out).
 EXPECTED_EVAL = {
@@ -133,6 +134,38 @@ def test_malformed_line_names_file_and_line(tmp_path):
     (tmp_path / "musique" / "dev.jsonl").write_text('{"question": "q"}\n')
     with pytest.raises(HarnessError, match=r"dev\.jsonl:1: record has no 'answer' field"):
         load_examples("musique", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"question": "q", "answer": "Paris"}\n', r"dev\.jsonl:1: 'answer' must be a non-empty list of answer strings, found a string \"Paris\""),
+        ('{"question": "q", "answer": null}\n', r"dev\.jsonl:1: 'answer' must be a non-empty list of answer strings, found null"),
+        ('{"question": "q", "answer": []}\n', r"dev\.jsonl:1: 'answer' must be a non-empty list of answer strings, found a list \[\]"),
+        ('{"question": 42, "answer": ["a"]}\n', r"dev\.jsonl:1: 'question' must be a non-empty string, found a number 42"),
+        ('["q", ["a"]]\n', r"dev\.jsonl:1: expected a JSON object with a 'question' field, found a list"),
+        ("", r"musique: .*musique/dev\.jsonl holds no examples; restore the dataset's original file"),
+    ],
+)
+def test_wrong_field_types_name_the_file_line_and_type(tmp_path, content, message):
+    # A string answer was once split into letters (each a gold) and scored accuracy 1.0.
+    (tmp_path / "musique").mkdir()
+    (tmp_path / "musique" / "dev.jsonl").write_text(content)
+    with pytest.raises(HarnessError, match=message):
+        load_examples("musique", data_dir=tmp_path)
+
+
+def test_json_records_files_check_their_top_level_and_types(tmp_path):
+    (tmp_path / "bamboogle").mkdir()
+    path = tmp_path / "bamboogle" / "bamboogle_test_questions_and_answers.json"
+    path.write_text('{"question": "q", "answer": "a"}')
+    with pytest.raises(HarnessError, match=r"answers\.json: the top level must be a JSON list of records, found an object"):
+        load_examples("bamboogle", data_dir=tmp_path)
+    path.write_text('[{"question": "q", "answer": 7}]')
+    with pytest.raises(HarnessError, match=r"answers\.json:record 0: 'answer' must be a non-empty answer string, found a number 7"):
+        load_examples("bamboogle", data_dir=tmp_path)
+    with pytest.raises(HarnessError, match="golds must be a list of answer strings, not the string 'Paris'"):
+        Example("x/1", "where?", "Paris")
 
 
 def test_suites():

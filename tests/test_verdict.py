@@ -22,6 +22,7 @@ def _write(store, dataset, method, correct, n=20, retriever="bm25"):
         dataset=dataset,
         split="eval",
         example_ids_hash=example_ids_hash(ids),
+        examples_hash=example_ids_hash(ids),  # synthetic content
         n_examples=n,
         retriever={"name": retriever, "corpus_fingerprint": "c"},
         passages=3,

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from harness.plugins import METHODS, RETRIEVERS
-        from harness.runner import RunConfig, RunContext, method_instances, parse_method_options
+        from harness.runner import RunConfig, RunContext, check_options, method_instances, parse_method_options
 
         cls = METHODS.get(method)
         if not hasattr(cls, "prepare"):
@@ -49,6 +49,7 @@ def register(app: typer.Typer) -> None:
             model=model, seed=seed, results=results, data_dir=data_dir, method_options=tuple(pairs),
             cpu_budget=not full and not torch.cuda.is_available(),
         )
+        check_options(config)
         out = console()
         context = RunContext(config, log=lambda message: out.print(message))
         for instance in method_instances(method, config):

@@ -23,7 +23,7 @@ from filelock import FileLock
 
 from harness import __version__
 from harness.errors import HarnessError
-from harness.checkpoints import import_official, load_virtual_tokens, save_virtual_tokens, tensor_hash
+from harness.checkpoints import import_official, load_virtual_tokens, readable_checkpoint, save_virtual_tokens, tensor_hash
 from harness.models import release_memory
 from harness.spec import content_hash
 from harness.suites import SUITES
@@ -47,13 +47,20 @@ CPU_TRAINING_PER_METHOD: dict[str, dict[str, Any]] = {"lora": {"examples": 128}}
 
 def training_config(context: Any, method_name: str) -> TrainingConfig:
     """The run's training hyper-parameters (``--option spring.lr=...`` etc. override the defaults)."""
-    overrides = context.training_overrides(method_name)
+    return training_values(context.config, method_name)
+
+
+def training_values(config: Any, method_name: str) -> TrainingConfig:
+    """:func:`training_config` from a :class:`~harness.runner.RunConfig` alone (checked before any work)."""
+    from harness.options import split_options, typed_value
+
     fields = TrainingConfig.__dataclass_fields__
-    budget = {**CPU_TRAINING, **CPU_TRAINING_PER_METHOD.get(method_name, {})} if context.config.cpu_budget else {}
-    values: dict[str, Any] = {"seed": context.config.seed, **budget}
-    for key, value in overrides.items():
-        default = getattr(TrainingConfig(), key)
-        values[key] = value if key not in fields else (int(value) if key == "max_input_tokens" else type(default)(value))
+    budget = {**CPU_TRAINING, **CPU_TRAINING_PER_METHOD.get(method_name, {})} if config.cpu_budget else {}
+    values: dict[str, Any] = {"seed": config.seed, **budget}
+    defaults = TrainingConfig()
+    for target, key, value in split_options(config.method_options):
+        if target == method_name and key in fields:
+            values[key] = typed_value(target, key, value, getattr(defaults, key))
     return TrainingConfig(**values)
 
 
@@ -126,6 +133,10 @@ def spring_tokens(
         path = checkpoint_path(context, method.name, spec_hash)
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):
+            if path.is_file() and not readable_checkpoint(path):
+                aside = path.with_name(f".damaged-{path.name}")
+                os.replace(path, aside)
+                context.log(f"warning: {path} was damaged; moved to {aside.name} and trained again")
             if not path.is_file():
                 trained_on = backend or context.backend
                 context.log(f"training {method.name} (n={method.n}, {method.placement}, retriever {retriever}) -> {path.name}")
@@ -149,10 +160,13 @@ def spring_tokens(
                     "data_hash": data.spec()["ids_hash"],
                     "harness_version": __version__,
                 }
+                # The record first: the tensor's presence means "trained", so it must never exist without its
+                # training spec and curve (a kill between the two writes leaves only a record, and retrains).
+                record = path.with_suffix(".json")
+                tmp = record.with_name(f".{record.name}.tmp")
+                tmp.write_text(json.dumps({"spec": spec, "log": log.__dict__}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+                os.replace(tmp, record)
                 save_virtual_tokens(path, trainable.weight, metadata)
-                path.with_suffix(".json").write_text(
-                    json.dumps({"spec": spec, "log": log.__dict__}, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-                )
         weights, metadata = load_virtual_tokens(path, hidden_size=_hidden_size(context), weights_hash=context.model_spec["weights_hash"])
         return weights, metadata["tensor_hash"]
 
