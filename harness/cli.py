@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -24,6 +25,9 @@ for _module in COMMAND_MODULES:
     importlib.import_module(f"harness.commands.{_module}").register(app)
 
 
+USER_FIXABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and exit code 2, never a traceback."""
     try:
@@ -32,6 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:
+        # A disk or permission problem the up-front checks could not see (a full disk, a folder made read-only
+        # mid-run): the user fixes the file system, so it is one line too. Anything else is a bug: traceback.
+        if error.errno not in USER_FIXABLE_ERRNOS:
+            raise
+        where = f" {error.filename}" if error.filename else ""
+        print(f"error: cannot write{where}: {error.strerror}; free space or pick a folder you can write to", file=sys.stderr)
+        return 2
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     return 0

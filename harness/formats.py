@@ -20,6 +20,30 @@ def _open_text(path: Path):
     return opener(path, "rt", encoding="utf-8", newline="")
 
 
+def _decoded(path: Path, rows: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
+    """``rows`` of a text file; a decoding failure is one line naming the file and the first line with bad bytes."""
+    try:
+        yield from rows
+    except UnicodeDecodeError as error:
+        raise not_utf8(path, error) from None
+
+
+def not_utf8(path: Path, error: UnicodeDecodeError) -> HarnessError:
+    """The error for a file that is not UTF-8, at its first bad line (text is decoded in chunks, so the line
+    being read when decoding failed says nothing; the raw bytes are scanned again instead)."""
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as handle:
+        line = next((n for n, raw in enumerate(handle, start=1) if not _is_utf8(raw)), 0)
+    return HarnessError(f"{path}:{line}: not UTF-8 text ({error.reason}); restore the original file")
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line_number, record)`` for each non-empty line of a (possibly gzipped) JSON-lines file."""
     with _open_text(path) as handle:
@@ -31,7 +55,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                     except json.JSONDecodeError as error:
                         raise HarnessError(f"{path}:{line_number}: not valid JSON ({error.msg})") from error
         except UnicodeDecodeError as error:
-            raise HarnessError(f"{path}: not UTF-8 text ({error.reason})") from error
+            raise not_utf8(path, error) from None
 
 
 def read_json_records(path: Path) -> list[Any]:
@@ -49,13 +73,13 @@ def read_json(path: Path) -> Any:
         except json.JSONDecodeError as error:
             raise HarnessError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from error
         except UnicodeDecodeError as error:
-            raise HarnessError(f"{path}: not UTF-8 text ({error.reason})") from error
+            raise not_utf8(path, error) from None
 
 
 def read_dpr_qas(path: Path) -> Iterator[tuple[int, str, list[str]]]:
     """``(line_number, question, answers)`` from DPR's qas TSV: question<TAB>python-literal answer list."""
     with _open_text(path) as handle:
-        for line_number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+        for line_number, row in _decoded(path, enumerate(csv.reader(handle, delimiter="\t"), start=1)):
             if not row:
                 continue
             if len(row) != 2:
@@ -72,7 +96,7 @@ def read_dpr_qas(path: Path) -> Iterator[tuple[int, str, list[str]]]:
 def read_tsv(path: Path) -> Iterator[tuple[int, list[str]]]:
     """``(line_number, fields)`` for each row of a header-less TSV file (no quoting)."""
     with _open_text(path) as handle:
-        for line_number, line in enumerate(handle, start=1):
+        for line_number, line in _decoded(path, enumerate(handle, start=1)):
             line = line.rstrip("\r\n")
             if line:
                 yield line_number, line.split("\t")

@@ -17,6 +17,7 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.metrics import METRIC_LABELS
+from harness.registry import did_you_mean
 from harness.store import CellRecord, Store
 from harness.suites import SUITES
 
@@ -317,7 +318,11 @@ def _aligned(a: CellRecord, b: CellRecord, metric: str, common_only: bool = Fals
 def _cells_of(picked: pd.DataFrame, method: str) -> pd.DataFrame:
     cells = picked[picked["method"] == method].set_index("dataset")
     if cells.empty:
-        raise HarnessError(f"no finished cell of method {method!r} among the selected cells")
+        present = sorted(picked["method"].unique())
+        raise HarnessError(
+            f"no finished cell of method {method!r} among the selected cells.{did_you_mean(method, present)} "
+            f"Methods present: {', '.join(present)} (`harness leaderboard` shows their labels)"
+        )
     return cells
 
 

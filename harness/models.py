@@ -258,7 +258,9 @@ def resolve_model_path(name_or_path: str | os.PathLike, trust_remote_code: bool 
     # Hub ids are "owner/name"; anything else with a path shape is a folder that does not exist.
     looks_like_path = isinstance(name_or_path, os.PathLike) or name.startswith((".", "/", "~")) or name.count("/") > 1
     if looks_like_path or path.exists():
-        raise HarnessError(f"model folder {path} does not exist")
+        raise HarnessError(
+            f"model folder {path} does not exist; pass an existing folder, a hub id (owner/name) or an alias ({', '.join(ALIASES)})"
+        )
     if _HUB_ID.match(name):
         return _hub_snapshot(name, trust_remote_code), name
     raise unknown_name("model alias", name, ALIASES)

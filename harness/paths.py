@@ -41,3 +41,29 @@ def cache_dir() -> Path:
 def results_dir(explicit: str | os.PathLike | None = None) -> Path:
     """The result store: ``--results DIR`` or ``results/`` in the working directory."""
     return Path(explicit) if explicit is not None else Path("results")
+
+
+def writable_folder(path: str | os.PathLike, flag: str) -> Path:
+    """``path`` as a folder this process can create and write in, or a one-line error naming ``flag``.
+
+    Checked before a command does any work, so a bad output folder never leaves half a result behind.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise HarnessError(f"{flag} {path} is a file, not a folder; pass a folder (it is created if missing)")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise HarnessError(f"{flag} {path} cannot be created: {existing} is a file; pass another folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise HarnessError(f"{flag} {path}: {existing} is not writable; pass a folder you can write to")
+    return path
+
+
+def store_folder(path: str | os.PathLike, flag: str = "--results") -> Path:
+    """``path`` as a result store to read: a folder (perhaps read-only), or a one-line error."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise HarnessError(f"{flag} {path} is a file, not a result store folder; pass the folder `harness run --results` wrote")
+    return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from harness.errors import HarnessError
 from harness.plugins import DATASETS
 from harness.registry import unknown_name
 
@@ -32,4 +33,6 @@ def resolve_suite(spec: str) -> tuple[str, ...]:
             names.append(part)
         else:
             raise unknown_name("suite or dataset", part, [*SUITES, *DATASETS.names()])
+    if not names:
+        raise HarnessError(f"--suite {spec!r} names no suite or dataset; pass e.g. --suite qa12 or --suite nq,popqa ({', '.join(SUITES)})")
     return tuple(dict.fromkeys(names))

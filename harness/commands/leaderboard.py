@@ -46,11 +46,13 @@ def register(app: typer.Typer) -> None:
             verdict_lines,
         )
         from harness.metrics import METRICS
+        from harness.paths import store_folder
         from harness.store import Store
         from harness.suites import resolve_suite
 
         if fmt not in FORMATS:
             raise unknown_name("format", fmt, FORMATS)
+        store_folder(results)
         if preserve:
             from harness.commands.preserve import print_preservation
 

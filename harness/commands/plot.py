@@ -39,7 +39,10 @@ def register(app: typer.Typer) -> None:
             raise unknown_name("plot", name, PLOT_NAMES)
         from plots import TRAINING, load_frame, output_stem, render, save
 
-        folder = out if out is not None else Path(results) / "plots"
+        from harness.paths import store_folder, writable_folder
+
+        store_folder(results)
+        folder = writable_folder(out if out is not None else Path(results) / "plots", "--out")
         if name == TRAINING:
             from plots import load_training_frame, training_curves, training_stem
 

@@ -103,10 +103,12 @@ def register(app: typer.Typer) -> None:
             resolve_preserve_model,
             run_preservation,
         )
+        from harness.paths import writable_folder
         from harness.store import Store
 
         if fmt not in FORMATS:
             raise unknown_name("format", fmt, FORMATS)
+        writable_folder(results, "--results")
         if source not in SOURCES:
             raise unknown_name("task source", source, SOURCES)
         task_names = parse_tasks(tasks)

@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         """Retrieve top-k passages for every question of the suite (cached) and print recall@k per dataset."""
         from harness.datasets import get_task, load_examples
         from harness.errors import HarnessError, NotAvailableOffline
-        from harness.paths import results_dir
+        from harness.paths import results_dir, writable_folder
         from harness.plugins import RETRIEVERS
         from harness.retrieval import (
             NotApplicable,
@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         datasets = resolve_suite(suite)
         parts = [part.strip() for part in suite.split(",") if part.strip()]
         explicit_only = all(part not in SUITES for part in parts)
-        store = results_dir(results)
+        store = writable_folder(results_dir(results), "--results")
         out = console()
         table = Table(title=f"recall@{k} ({split} split, corpus {corpus})")
         for column in ("dataset", "questions", "retriever", f"recall@{k}", "run", "seconds"):

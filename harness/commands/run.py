@@ -65,8 +65,11 @@ def register(app: typer.Typer) -> None:
         from harness.runner import CPU_MAX_INPUT_TOKENS, RunConfig, RunContext, parse_method_options, run
         from harness.suites import SUITES, resolve_suite
 
+        from harness.paths import writable_folder
+
         if limit is not None and full:
             raise HarnessError("--limit and --full contradict each other; pass one")
+        writable_folder(results, "--results")
         methods = _names(method, "--method")
         for name in methods:
             METHODS.check(name)

@@ -34,6 +34,9 @@ def register(app: typer.Typer) -> None:
         from harness.plugins import METHODS, RETRIEVERS
         from harness.runner import RunConfig, RunContext, check_options, method_instances, parse_method_options
 
+        from harness.paths import writable_folder
+
+        writable_folder(results, "--results")
         cls = METHODS.get(method)
         if not hasattr(cls, "prepare"):
             raise HarnessError(f"method {method!r} has nothing to train; trained methods: spring, lora, spring-plus, prefix")
