@@ -90,3 +90,23 @@ def test_a_corrupt_dataset_inside_a_suite_is_skipped_with_a_notice(world, capsys
     assert "skipped triviaqa:" in out and "topics.dpr.trivia.test.txt:2: not UTF-8 text (invalid start byte); restore" in out.replace("\n", "")
     cells = list((world["results"] / "runs").glob("*/spec.json"))
     assert [json.loads(p.read_text())["spec"]["dataset"] for p in cells] == ["nq"]
+
+
+def test_the_real_process_prints_one_line_and_exits_2(world, tmp_path):
+    # Through `python -m harness.cli`, as a user's shell sees it: no traceback, exit 2, nothing written.
+    import os
+    import subprocess
+    import sys
+
+    (world["data"] / "nq_open" / "NQ-open.dev.jsonl").write_text('{"question": "who?", "answer": "Paris"}\n')
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = [
+        (_run(world, method="closed-book"), "NQ-open.dev.jsonl:1: 'answer' must be a non-empty list of answer strings, found a string"),
+        (_run(world, "--option", "spring.batch_size=0"), "training option batch_size must be >= 1 (got 0)"),
+        (_run(world, "--results", str(afile), method="closed-book"), f"--results {afile} is a file, not a folder"),
+    ]
+    for flags, message in cases:
+        done = subprocess.run([sys.executable, "-m", "harness.cli", *flags], capture_output=True, text=True, check=False, env=os.environ)
+        assert (done.returncode, done.stderr.count("\n"), message in done.stderr) == (2, 1, True), done.stderr
+    assert not world["results"].exists() and afile.read_text() == "x"

@@ -200,3 +200,60 @@ def test_method_options_are_checked_once_for_run_and_train(capsys):
     assert "--option 'spring.lr' must look like METHOD.KEY=VALUE" in capsys.readouterr().err
     assert main(["train", "--option", "lr=0.01"]) == 2
     assert "method option lr=0.01 must look like METHOD.KEY=VALUE" in capsys.readouterr().err
+
+
+SMALL_SPRING = (("spring.n", "3"), ("spring.examples", "4"), ("spring.batch_size", "2"), ("spring.dev_examples", "0"))
+
+
+def test_a_checkpoint_never_exists_without_its_training_record(world, monkeypatch):
+    import harness.methods.trained as trained
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies after the record, before the tensor is published
+
+    config = _config(world, methods=("spring",), tokens=(3,), method_options=SMALL_SPRING)
+    with monkeypatch.context() as patch:
+        patch.setattr(trained, "save_virtual_tokens", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run(config)
+    folder = world["results"] / "checkpoints"
+    assert [p.suffix for p in folder.glob("spring-*") if p.suffix != ".lock"] == [".json"]  # a record alone means "not trained": retrained
+    run(config)
+    tensors = list(folder.glob("spring-*.safetensors"))
+    assert len(tensors) == 1 and tensors[0].with_suffix(".json").is_file()
+
+
+def _tensor_hash_of(data: bytes) -> str:
+    from safetensors.torch import load as load_bytes
+
+    from harness.checkpoints import TENSOR_NAME, tensor_hash
+
+    return tensor_hash(load_bytes(data)[TENSOR_NAME])
+
+
+def test_a_truncated_checkpoint_is_set_aside_and_trained_again(world, capsys):
+    config = _config(world, methods=("spring",), tokens=(3,), method_options=SMALL_SPRING)
+    first, _ = run(config)
+    tensor = next((world["results"] / "checkpoints").glob("spring-*.safetensors"))
+    whole = tensor.read_bytes()
+    tensor.write_bytes(whole[: len(whole) // 2])
+    logged = []
+    again, _ = run(config, RunContext(config, log=logged.append))
+    assert f"warning: {tensor} was damaged; moved to .damaged-{tensor.name} and trained again" in logged
+    assert (tensor.parent / f".damaged-{tensor.name}").read_bytes() == whole[: len(whole) // 2]
+    assert _tensor_hash_of(tensor.read_bytes()) == _tensor_hash_of(whole)  # the same seed and data train the same tokens
+    assert again[0].key == first[0].key
+
+
+def test_a_checkpoint_from_harness_train_serves_harness_run_with_a_limit(world, capsys):
+    # `train` and `run --limit N` apply the same CPU budget (input cut included), so run finds what train wrote.
+    flags = ["--model", str(tiny_model_dir()), "--data-dir", str(world["data"]), "--results", str(world["results"])]
+    options = [flag for key, value in SMALL_SPRING for flag in ("--option", f"{key}={value}")]
+    assert main(["train", "--method", "spring", "--tokens", "3", "--corpus", str(world["corpus"]), *flags, *options]) == 0
+    written = sorted(p.name for p in (world["results"] / "checkpoints").iterdir())
+    assert "training spring" in capsys.readouterr().out
+    run_flags = ["run", "--suite", "nq", "--method", "spring", "--tokens", "3", "--corpus", str(world["corpus"]), "--limit", "2",
+                 "--reference", "", "--dtype", "auto", *flags, *options]
+    assert main(run_flags) == 0
+    assert "training spring" not in capsys.readouterr().out
+    assert sorted(p.name for p in (world["results"] / "checkpoints").iterdir()) == written

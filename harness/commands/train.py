@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
         option: list[str] = typer.Option([], "--option", "-o", help="METHOD.KEY=VALUE (repeatable)"),
         results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="raw data folder"),
+        corpus: str = typer.Option("wiki-offline", "--corpus", help="'wiki-offline' or a passage file (as for `harness run`)"),
     ) -> None:
         """Train METHOD on the in-domain training pools and store its checkpoint (skipped if it exists)."""
         import torch
@@ -49,7 +50,7 @@ def register(app: typer.Typer) -> None:
             pairs.append((f"{method}.n", str(tokens)))
         config = RunConfig(
             datasets=(), methods=(method,), retrievers=(retriever,), tokens=(tokens,) if getattr(cls, "uses_tokens", False) else None,
-            model=model, seed=seed, results=results, data_dir=data_dir, method_options=tuple(pairs),
+            model=model, seed=seed, results=results, data_dir=data_dir, corpus=corpus, method_options=tuple(pairs),
             cpu_budget=not full and not torch.cuda.is_available(),
         )
         check_options(config)
