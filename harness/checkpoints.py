@@ -48,12 +48,8 @@ def readable_checkpoint(path: Path) -> bool:
     return True
 
 
-def load_virtual_tokens(path: Path, *, hidden_size: int, weights_hash: str | None = None) -> tuple[torch.Tensor, dict[str, str]]:
-    """Read a checkpoint written by :func:`save_virtual_tokens`, checking it fits this backbone."""
-    if path.is_dir():
-        raise HarnessError(f"checkpoint {path} is a folder; pass the .safetensors file inside it")
-    if not path.is_file():
-        raise HarnessError(f"checkpoint {path} does not exist; check the path, or train it with `harness train`")
+def _read_tokens(path: Path, fix: str) -> tuple[torch.Tensor, dict[str, str]]:
+    """The ``virtual_tokens`` tensor and metadata of a safetensors file; damage is a one-line error ending in ``fix``."""
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
@@ -61,7 +57,19 @@ def load_virtual_tokens(path: Path, *, hidden_size: int, weights_hash: str | Non
                 raise HarnessError(f"{path} holds no {TENSOR_NAME!r} tensor; it is not a harness virtual-token checkpoint")
             tokens = handle.get_tensor(TENSOR_NAME)
     except SafetensorError as error:
-        raise HarnessError(f"checkpoint {path} is damaged ({error}); delete it to train it again") from None
+        raise HarnessError(f"checkpoint {path} is damaged ({error}); {fix}") from None
+    return tokens, metadata
+
+
+def load_virtual_tokens(
+    path: Path, *, hidden_size: int, weights_hash: str | None = None, fix: str = "delete it to train it again, or pass an intact file"
+) -> tuple[torch.Tensor, dict[str, str]]:
+    """Read a checkpoint written by :func:`save_virtual_tokens`, checking it fits this backbone."""
+    if path.is_dir():
+        raise HarnessError(f"checkpoint {path} is a folder; pass the .safetensors file inside it")
+    if not path.is_file():
+        raise HarnessError(f"checkpoint {path} does not exist; check the path, or train it with `harness train`")
+    tokens, metadata = _read_tokens(path, fix)
     _check_fits(path, tokens, hidden_size)
     if weights_hash is not None and metadata.get("backbone_weights_hash") not in (None, weights_hash):
         raise HarnessError(
@@ -71,21 +79,29 @@ def load_virtual_tokens(path: Path, *, hidden_size: int, weights_hash: str | Non
     return tokens, metadata
 
 
-def import_official(path: str | os.PathLike, *, hidden_size: int) -> torch.Tensor:
-    """An official SPRING release (``*.added_token_embeddings.pt``: one [n, d] tensor), loaded safely."""
+def import_official(path: str | os.PathLike, *, hidden_size: int, weights_hash: str | None = None) -> torch.Tensor:
+    """A SPRING checkpoint passed by path: an official release (``*.added_token_embeddings.pt``: one [n, d]
+    tensor, loaded safely) or a harness ``.safetensors`` checkpoint (checked as the store's own are, against
+    ``weights_hash`` when given; a damaged one is the user's file to replace, not one to retrain)."""
     path = Path(path)
     if path.is_dir():
         raise HarnessError(f"SPRING checkpoint {path} is a folder; pass the *.added_token_embeddings.pt file inside it")
     if not path.is_file():
-        raise HarnessError(f"SPRING checkpoint {path} does not exist")
+        raise HarnessError(f"SPRING checkpoint {path} does not exist; check the path")
+    if path.suffix == ".safetensors":
+        tokens, _ = load_virtual_tokens(path, hidden_size=hidden_size, weights_hash=weights_hash, fix="pass an intact checkpoint file")
+        return tokens.to(torch.float32)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises several types for a non-tensor or unsafe pickle
-        raise HarnessError(f"{path} is not a tensor file loadable with weights_only=True ({type(error).__name__})") from error
+        raise HarnessError(
+            f"{path} is not a tensor file loadable with weights_only=True ({type(error).__name__}); pass an official "
+            "*.added_token_embeddings.pt or a harness .safetensors checkpoint"
+        ) from error
     if isinstance(loaded, Mapping) and len(loaded) == 1:
         loaded = next(iter(loaded.values()))
     if not isinstance(loaded, torch.Tensor):
-        raise HarnessError(f"{path} holds a {type(loaded).__name__}, expected one [n, d] tensor")
+        raise HarnessError(f"{path} holds a {type(loaded).__name__}, expected one [n, d] tensor (an official *.added_token_embeddings.pt)")
     _check_fits(path, loaded, hidden_size)
     return loaded.to(torch.float32)
 

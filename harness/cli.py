@@ -11,7 +11,7 @@ import typer
 from harness.errors import HarnessError
 
 # Each module exposes register(app); the order is the order of `harness --help`.
-COMMAND_MODULES = ("ls", "data", "corpus", "retrieve", "generate", "train", "run", "preserve", "leaderboard", "plot")
+COMMAND_MODULES = ("ls", "data", "corpus", "retrieve", "generate", "train", "run", "preserve", "leaderboard", "plot", "store")
 
 app = typer.Typer(
     name="harness",
@@ -20,6 +20,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+_debug = {"on": False}
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="show the full traceback of an error (for bug reports)")) -> None:
+    _debug["on"] = debug
+
 
 for _module in COMMAND_MODULES:
     importlib.import_module(f"harness.commands.{_module}").register(app)
@@ -30,16 +38,19 @@ USER_FIXABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.E
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and exit code 2, never a traceback."""
+    _debug["on"] = False
     try:
         # Standalone mode: click itself prints usage errors (exit 2) and help, and ends with SystemExit.
         app(args=argv, prog_name="harness")
     except HarnessError as error:
+        if _debug["on"]:
+            raise
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
     except OSError as error:
         # A disk or permission problem the up-front checks could not see (a full disk, a folder made read-only
         # mid-run): the user fixes the file system, so it is one line too. Anything else is a bug: traceback.
-        if error.errno not in USER_FIXABLE_ERRNOS:
+        if error.errno not in USER_FIXABLE_ERRNOS or _debug["on"]:
             raise
         where = f" {error.filename}" if error.filename else ""
         print(f"error: cannot write{where}: {error.strerror}; free space or pick a folder you can write to", file=sys.stderr)

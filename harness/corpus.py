@@ -252,19 +252,31 @@ class Corpus:
             self._connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
         return self._connection
 
+    def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of a query; a damaged or missing ``store.sqlite`` is a one-line error naming the fix."""
+        try:
+            return self._db.execute(sql, parameters).fetchall()
+        except sqlite3.DatabaseError as error:
+            fix = (
+                "run `harness corpus build --force`" if self.name == DEFAULT_CORPUS
+                else "delete that folder; the next command prepares the corpus again"
+            )
+            raise HarnessError(f"corpus store {self.directory} is damaged ({error}); {fix}") from None
+
     def passage(self, pid: str) -> Passage:
         """The passage with id ``pid``; a HarnessError if the corpus has none."""
-        row = self._db.execute("SELECT id, title, text FROM passages WHERE id = ?", (pid,)).fetchone()
+        found = self._rows("SELECT id, title, text FROM passages WHERE id = ?", (pid,))
+        row = found[0] if found else None
         if row is None:
             raise HarnessError(f"passage {pid!r} is not in corpus {self.name} (sha256:{self.fingerprint[:12]})")
         return Passage(*row)
 
     def passage_at(self, row: int) -> Passage:
         """The passage at 0-based position ``row`` in corpus order."""
-        found = self._db.execute("SELECT id, title, text FROM passages WHERE row = ?", (int(row),)).fetchone()
-        if found is None:
+        found = self._rows("SELECT id, title, text FROM passages WHERE row = ?", (int(row),))
+        if not found:
             raise IndexError(f"row {row} out of range for {self!r}")
-        return Passage(*found)
+        return Passage(*found[0])
 
     def ids_at(self, rows: Sequence[int]) -> list[str]:
         """The passage ids at these 0-based rows, in the given order."""
@@ -273,16 +285,14 @@ class Corpus:
         for start in range(0, len(wanted), 900):  # SQLite's host-parameter limit
             chunk = wanted[start : start + 900]
             marks = ",".join("?" * len(chunk))
-            found.update(self._db.execute(f"SELECT row, id FROM passages WHERE row IN ({marks})", chunk).fetchall())
+            found.update(self._rows(f"SELECT row, id FROM passages WHERE row IN ({marks})", chunk))
         return [found[int(r)] for r in rows]
 
     def batches(self, size: int = _BATCH, start: int = 0) -> Iterator[list[Passage]]:
         """Consecutive lists of up to ``size`` passages in corpus order, from row ``start`` on."""
         last = start - 1
         while True:
-            rows = self._db.execute(
-                "SELECT row, id, title, text FROM passages WHERE row > ? ORDER BY row LIMIT ?", (last, size)
-            ).fetchall()
+            rows = self._rows("SELECT row, id, title, text FROM passages WHERE row > ? ORDER BY row LIMIT ?", (last, size))
             if not rows:
                 return
             yield [Passage(row[1], row[2], row[3]) for row in rows]

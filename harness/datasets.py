@@ -128,7 +128,7 @@ def _check_examples(task: type[Task], examples: list[Example], files: Sequence[s
     where = ", ".join(str(root / f) for f in files)
     if not examples:
         raise HarnessError(f"{task.name}: {where} holds no examples; restore the dataset's original file")
-    _check_unique_ids(task.name, examples)
+    _check_unique_ids(task.name, examples, where)
     for example in examples:
         if not isinstance(example.question, str) or not example.question.strip():
             raise HarnessError(f"{task.name}: example {example.id} in {where} has no question text; fix that record")
@@ -136,11 +136,14 @@ def _check_examples(task: type[Task], examples: list[Example], files: Sequence[s
             raise HarnessError(f"{task.name}: example {example.id} in {where} needs a non-empty list of answer strings, has {list(example.golds)!r}")
 
 
-def _check_unique_ids(name: str, examples: list[Example]) -> None:
+def _check_unique_ids(name: str, examples: list[Example], where: str) -> None:
     ids = [e.id for e in examples]
     if len(set(ids)) != len(ids):
         duplicate = next(i for i, count in Counter(ids).items() if count > 1)
-        raise HarnessError(f"{name}: example id {duplicate!r} occurs twice; the task reader must give each record a unique, stable id")
+        raise HarnessError(
+            f"{name}: example id {duplicate!r} occurs twice in {where}; every record needs a unique id "
+            "(restore the dataset's original file, or fix the task reader's ids)"
+        )
 
 
 def _load_hub(task: type[Task], split: Split) -> tuple[Example, ...]:

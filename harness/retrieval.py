@@ -319,22 +319,30 @@ def get_run(
     started = time.perf_counter()
     qhash = question_set_hash(examples)
     directory = run_dir(Path(results_dir), retriever, dataset, split)
+    existing = next(folder for folder in (directory, *directory.parents) if folder.exists())
+    lock_path = directory / f".q{qhash[:16]}.lock"
+    first = not lock_path.exists()  # no run of this question set was ever asked for in this store
     directory.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(directory / f".q{qhash[:16]}.lock")):
-        stored = _find_stored(directory, qhash, k)
-        if stored is None:
-            path, stored_k = _compute(retriever, dataset, split, examples, k, directory, qhash, regex_golds, trec), k
-            cached = False
-        else:
-            path, stored_k = stored
-            cached = True
-        hits = _read_hits(path, k)
-        missing = [i for i in ids if i not in hits]
-        if missing:
-            raise HarnessError(f"{path}: run has no hits for example {missing[0]!r}; delete the file to recompute it")
-        recall = _recall(path, stored_k, examples, retriever, regex_golds)
-        if trec and not path.with_suffix(".trec").is_file():
-            _write_trec(path.with_suffix(".trec"), _read_hits(path, stored_k), retriever_id(retriever))
+    try:
+        with FileLock(str(lock_path)):
+            stored = _find_stored(directory, qhash, k)
+            if stored is None:
+                path, stored_k = _compute(retriever, dataset, split, examples, k, directory, qhash, regex_golds, trec), k
+                cached = False
+            else:
+                path, stored_k = stored
+                cached = True
+            hits = _read_hits(path, k)
+            missing = [i for i in ids if i not in hits]
+            if missing:
+                raise HarnessError(f"{path}: run has no hits for example {missing[0]!r}; delete the file to recompute it")
+            recall = _recall(path, stored_k, examples, retriever, regex_golds)
+            if trec and not path.with_suffix(".trec").is_file():
+                _write_trec(path.with_suffix(".trec"), _read_hits(path, stored_k), retriever_id(retriever))
+    except BaseException:
+        if first:
+            _remove_traces(lock_path, directory, existing)
+        raise
     return RetrievalRun(
         retriever_name=retriever.name,
         retriever_id=retriever_id(retriever),
@@ -350,6 +358,20 @@ def get_run(
         seconds=time.perf_counter() - started,
         retriever=retriever,
     )
+
+
+def _remove_traces(lock_path: Path, directory: Path, existing: Path) -> None:
+    """After a first retrieval of a question set failed (a damaged index, bad input, Ctrl-C): its lock file and
+    the folders the call created, while empty, so a failed command leaves the result store as it found it."""
+    with contextlib.suppress(OSError):
+        lock_path.unlink()
+    folder = directory
+    while folder != existing and existing in folder.parents:
+        try:
+            folder.rmdir()  # only an empty folder: a run another process wrote meanwhile stays
+        except OSError:
+            return
+        folder = folder.parent
 
 
 def _compute(

@@ -416,9 +416,11 @@ def run(config: RunConfig, context: RunContext | None = None, progress: Any = No
     groups: dict[tuple, list[Cell]] = {}
     for cell in todo:
         groups.setdefault(share_key(cell, context), []).append(cell)
+    computed = 0  # cells this process wrote; another run on the same store may finish some of `todo` first
     if progress is None:
         for group in groups.values():
-            compute_cells(group, context)
+            computed += sum(record is not None for record in compute_cells(group, context))
+        context.log(f"cells: {computed} computed, {len(cells) - computed} read from the store")
         return cells, notices
     from harness.leaderboard import method_label
 
@@ -430,10 +432,12 @@ def run(config: RunConfig, context: RunContext | None = None, progress: Any = No
             done += 1
             label = f"cell {done}/{len(todo)} {cell.spec.dataset} {method_label(cell.spec.method)} {cell.retriever} m={cell.spec.passages}"
             tasks[cell.key] = progress.add_task(label, total=len(cell.examples))
-        compute_cells(group, context, on_batch=lambda cell, n: progress.advance(tasks[cell.key], n))
+        records = compute_cells(group, context, on_batch=lambda cell, n: progress.advance(tasks[cell.key], n))
+        computed += sum(record is not None for record in records)
         for cell in group:
             progress.update(tasks[cell.key], completed=len(cell.examples))
             progress.advance(overall)
+    context.log(f"cells: {computed} computed, {len(cells) - computed} read from the store")
     return cells, notices
 
 

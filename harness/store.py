@@ -4,7 +4,7 @@ Layout under the store root (``results/`` by default)::
 
     runs/<key>/spec.json             the cell spec (keyed fields) + provenance (code version, time, batch size)
     runs/<key>/predictions.jsonl     one line per example, in evaluation order
-    runs/<key>/metrics.json          means and bootstrap 95% CIs; its presence means "complete"
+    runs/<key>/metrics.json          means, bootstrap 95% CIs and the predictions' sha256; present = complete
     runs/.partial-<key>/...          a cell being written; renamed to runs/<key> atomically when finished
     locks/<key>.lock                 held while a process writes the cell
 
@@ -14,6 +14,7 @@ the last complete line (a torn last line is cut off), so the final file equals a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -89,6 +90,15 @@ def _read_predictions(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 (hex) of a file's bytes: the digest a finished cell records of its predictions."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _read_json_file(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
@@ -105,8 +115,12 @@ def _warn(message: str) -> None:
 
 def _write_json_atomic(path: Path, value: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half a file behind
+        raise
 
 
 def summarize_metrics(rows: Sequence[Mapping[str, Any]], metric_names: Sequence[str]) -> dict[str, Any]:
@@ -189,6 +203,9 @@ class Store:
         if rows is None or len(rows) != metrics.get("n") or len(rows) != spec.n_examples:
             found = "no predictions.jsonl" if rows is None else f"{len(rows)} prediction rows"
             raise DamagedCell(f"{path}: {found} for {spec.n_examples} examples (metrics say {metrics.get('n')})")
+        recorded = metrics.get("predictions_sha256")  # absent in cells finished before digests were recorded
+        if recorded is not None and recorded != file_sha256(path / "predictions.jsonl"):
+            raise DamagedCell(f"{path / 'predictions.jsonl'}: its sha256 differs from the one metrics.json recorded (changed after the cell finished)")
         record = CellRecord(key=key, path=path, spec=spec, provenance=stored.get("provenance", {}), metrics=metrics)
         self._checked[key] = record
         return record
@@ -306,8 +323,12 @@ class Store:
         # A partial folder without spec.json died before its first write: nothing in it to keep.
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        _write_json_atomic(partial / "spec.json", {"key": spec.key(), "spec": spec.to_dict(), "provenance": dict(provenance)})
-        (partial / "predictions.jsonl").touch()
+        try:
+            _write_json_atomic(partial / "spec.json", {"key": spec.key(), "spec": spec.to_dict(), "provenance": dict(provenance)})
+            (partial / "predictions.jsonl").touch()
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         return []
 
     def _resume(self, partial: Path, spec: CellSpec, expected_ids: Sequence[str] | None) -> list[str]:
@@ -340,7 +361,9 @@ class Store:
         ids = [row["id"] for row in rows]
         if ids != list(expected_ids):
             raise RuntimeError(f"cell {key}: predictions hold {len(ids)} examples, expected {len(expected_ids)} in order")
-        _write_json_atomic(partial / "metrics.json", {"key": key, **summarize_metrics(rows, spec.metrics)})
+        summary = summarize_metrics(rows, spec.metrics)
+        digest = file_sha256(partial / "predictions.jsonl")
+        _write_json_atomic(partial / "metrics.json", {"key": key, **summary, "predictions_sha256": digest})
         os.replace(partial, self.cell_path(key))
         self._checked.pop(key, None)
         return self.load(key)

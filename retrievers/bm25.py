@@ -2,8 +2,10 @@
 
 Both index ``"title text"`` of every passage with the same bm25s tokenizer: lower-cased ``\\w\\w+`` tokens,
 English stop words removed, Snowball English stemming (PyStemmer). ``bm25`` uses bm25s with Lucene's BM25
-(``k1=0.9, b=0.4`` by default, Anserini's defaults for Wikipedia passages) and the numba backend when numba is
-installed (the backend changes speed, not scores, so it is not part of the spec). Its index is saved under
+(``k1=0.9, b=0.4`` by default, Anserini's defaults for Wikipedia passages). The backend changes speed, not
+scores, so it is not part of the spec: ``auto`` uses numpy for searches under ``NUMBA_MIN_QUERIES`` questions and
+numba (when installed) above, because numba compiles bm25s's kernels afresh in every process (about 12 s) and
+pays that back only over thousands of questions (benchmarks/README.md). Its index is saved under
 ``<cache>/indexes/bm25-<key>/``, keyed by the corpus fingerprint plus tokenizer, stemmer and BM25 parameters,
 and memory-mapped on load. ``bm25-reference`` scores with rank-bm25's ``BM25Okapi`` (same k1, b) in memory;
 it exists to cross-check ``bm25`` and is slow on large corpora. As in Lucene, only passages sharing a term with
@@ -134,20 +136,20 @@ class BM25(Retriever):
             return self._explicit_index
         return cache_dir() / "indexes" / f"bm25-{spec_hash(self.spec())}"
 
-    def _loaded(self) -> tuple[Any, Any]:
+    def _loaded(self, backend: str) -> tuple[Any, Any]:
         directory = self.index_dir
         if not (directory / "harness.json").is_file():
             directory.parent.mkdir(parents=True, exist_ok=True)
             with FileLock(f"{directory}.lock"):  # two processes must not build the same index at once
                 if not (directory / "harness.json").is_file():
                     build_bm25_index(self.corpus, self.config, directory)
-        return _load_index(directory, self.corpus.fingerprint, self.config, self.backend)
+        return _load_index(directory, self.corpus.fingerprint, self.config, backend)
 
     def search(self, examples: Sequence[Example], k: int) -> list[list[Hit]]:
         _check_k(k)
         if not examples:
             return []
-        model, tokenizer = self._loaded()
+        model, tokenizer = self._loaded(_backend_for(self.backend, len(examples)))
         k_eff = min(k, len(self.corpus))
         query_ids = tokenizer.tokenize([e.question for e in examples], update_vocab=False, return_as="ids", show_progress=False)
         rows, scores = model.retrieve(query_ids, k=k_eff, show_progress=False, n_threads=0)
@@ -162,6 +164,31 @@ class BM25(Retriever):
 
     def passage(self, passage_id: str) -> Passage:
         return self.corpus.passage(passage_id)
+
+
+# Measured on 2 cores, wiki-offline (27k passages): numpy 1.9 ms/question, numba 0.10 ms/question after a 12 s
+# compile, so numba is faster from about 6,700 questions in one process.
+NUMBA_MIN_QUERIES = 6000
+_numba_compiled = {"done": False}  # once paid in this process, numba is the faster backend for any size
+
+
+def _backend_for(backend: str, n_queries: int) -> str:
+    """The backend one search uses: ``auto`` resolves by query count (and numba's availability)."""
+    if backend == "numba":
+        try:
+            import numba  # noqa: F401
+        except ImportError:
+            raise HarnessError("bm25: backend 'numba' needs numba: pip install numba") from None
+    if backend != "auto":
+        return backend
+    if n_queries < NUMBA_MIN_QUERIES and not _numba_compiled["done"]:
+        return "numpy"
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return "numpy"
+    _numba_compiled["done"] = True
+    return "numba"
 
 
 def _stable_order(scores: np.ndarray, rows: np.ndarray) -> list[int]:
@@ -213,25 +240,19 @@ def check_index_meta(directory: Path, fingerprint: str, what: str) -> dict[str, 
 
 @functools.lru_cache(maxsize=4)
 def _load_index(directory: Path, fingerprint: str, config: BM25Config, backend: str) -> tuple[Any, Any]:
-    """The memory-mapped bm25s model and its tokenizer (cached per process: numba compiles once per model)."""
+    """The memory-mapped bm25s model and its tokenizer, for ``backend`` (numpy or numba), cached per process."""
     import bm25s
 
     meta = check_index_meta(directory, fingerprint, "bm25")
     if meta.get("config") != asdict(config):
         raise HarnessError(f"bm25 index {directory} was built with other parameters {meta.get('config')}; delete it to rebuild")
-    chosen = "numpy"
-    if backend != "numpy":
-        try:
-            import numba  # noqa: F401
-        except ImportError:
-            if backend == "numba":
-                raise HarnessError("bm25: backend 'numba' needs numba: pip install numba") from None
-        else:
-            chosen = "numba"
-    model = bm25s.BM25.load(str(directory), mmap=True, show_progress=False, backend=chosen)
     tokenizer = make_tokenizer(config)
-    tokenizer.load_vocab(str(directory))
-    tokenizer.load_stopwords(str(directory))
+    try:
+        model = bm25s.BM25.load(str(directory), mmap=True, show_progress=False, backend=backend)
+        tokenizer.load_vocab(str(directory))
+        tokenizer.load_stopwords(str(directory))
+    except (OSError, ValueError, KeyError, EOFError) as error:  # a truncated .npy, a torn JSON file, a missing one
+        raise HarnessError(f"bm25 index {directory} is damaged ({type(error).__name__}: {error}); delete that folder to rebuild it") from None
     return model, tokenizer
 
 

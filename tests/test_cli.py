@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from harness.cli import main
 
 
@@ -60,3 +62,12 @@ def test_console_script_entry_point():
     )
     assert done.returncode == 2
     assert "Did you mean 'suites'?" in done.stderr
+
+
+def test_debug_shows_the_traceback_of_a_user_error(capsys):
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match="names no suite or dataset"):
+        main(["--debug", "run", "--suite", "", "--method", "closed-book"])
+    assert main(["run", "--suite", "", "--method", "closed-book"]) == 2  # without it, one line again
+    assert capsys.readouterr().err.startswith("error: --suite '' names no suite")

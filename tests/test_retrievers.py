@@ -200,3 +200,15 @@ def test_hub_presets_use_their_family_conventions():
     assert (PRESETS["e5-large"].model, PRESETS["bge-base"].model) == ("intfloat/e5-large-v2", "BAAI/bge-base-en-v1.5")
     assert PRESETS["bge-base"].query_prefix.startswith("Represent this sentence") and PRESETS["bge-base"].passage_prefix == ""
     assert PRESETS["minilm"].query_prefix == PRESETS["minilm"].passage_prefix == ""
+
+
+def test_bm25_auto_backend_is_numpy_until_numba_compiling_pays(monkeypatch):
+    # numba compiles bm25s's kernels in every process (~12 s): only thousands of questions pay that back.
+    import retrievers.bm25 as bm25
+
+    pytest.importorskip("numba")
+    monkeypatch.setattr(bm25, "_numba_compiled", {"done": False})
+    assert bm25._backend_for("auto", 3610) == "numpy"  # a whole NQ test set
+    assert bm25._backend_for("numpy", 20000) == "numpy" and bm25._backend_for("numba", 5) == "numba"
+    assert bm25._backend_for("auto", bm25.NUMBA_MIN_QUERIES) == "numba"
+    assert bm25._backend_for("auto", 5) == "numba"  # compiled now: numba is faster at any size

@@ -75,6 +75,8 @@ def generate_answers(
 
     if k < 1:
         raise HarnessError(f"--k must be at least 1 (got {k})")
+    if device is not None:
+        _check_device(device)
     # Validate names before any heavy work; chat_template is passed only when asked (prompt-chat always uses it).
     method_object = METHODS.get(method)(**({"chat_template": True} if chat_template else {}))
     context = RetrieverContext(dataset=dataset, data_dir=data_dir, **({"corpus": corpus} if corpus else {}))
@@ -113,6 +115,29 @@ def generate_answers(
         retrieve_seconds=retrieve_seconds,
         generate_seconds=generate_seconds,
     )
+
+
+def _check_device(device: str) -> None:
+    """``--device`` names a device torch knows and this machine has, or a one-line error (before the model loads)."""
+    import torch
+
+    from harness.errors import HarnessError
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise HarnessError(f"--device {device!r} is not a device; pass cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise HarnessError(f"--device {device}: no CUDA GPU is visible on this machine; pass --device cpu")
+        if parsed.index is not None and parsed.index >= count:
+            raise HarnessError(f"--device {device}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1}); pass one of them")
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise HarnessError(f"--device {device}: no Apple GPU (MPS) is available on this machine; pass --device cpu")
+    elif parsed.type != "cpu":
+        raise HarnessError(f"--device {device!r}: the harness runs on cpu, cuda or mps devices; pass cpu, cuda or cuda:N")
 
 
 def results_table(result: GenerateResult, title: str) -> Table:

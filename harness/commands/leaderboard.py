@@ -21,6 +21,19 @@ def _labels(value: str) -> list[str]:
     return [part.strip() for part in re.split(r",(?![^\[]*\])", value) if part.strip()]
 
 
+def _check_stored(flag: str, column: str, values: list[str], frame) -> None:
+    """Each ``values`` entry names something the store has finished cells of, or a did-you-mean error."""
+    from harness.registry import did_you_mean
+
+    present = sorted(set(frame[column].astype(str)))
+    for value in values:
+        if value not in present:
+            raise HarnessError(
+                f"{flag} {value!r}: the store has no finished cell of that {column}.{did_you_mean(value, present)} "
+                f"In the store: {', '.join(present)}"
+            )
+
+
 def register(app: typer.Typer) -> None:
     @app.command("leaderboard")
     def leaderboard_command(
@@ -64,8 +77,16 @@ def register(app: typer.Typer) -> None:
                 raise unknown_name("metric", name, METRICS)
         datasets = resolve_suite(suite)
         store = Store(results)
+        frame = cells_frame(store)
+        if not frame.empty:  # an empty store is select's error; a filter naming nothing stored is said here
+            for flag, column, values in (
+                ("--model", "model", [model] if model else []),
+                ("--retriever", "retriever", [retriever] if retriever else []),
+                ("--method", "method", _labels(method) if method else []),
+            ):
+                _check_stored(flag, column, values, frame)
         picked = select(
-            cells_frame(store),
+            frame,
             datasets,
             model=model,
             retriever=retriever,

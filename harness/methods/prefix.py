@@ -83,7 +83,10 @@ class Prefix(Spring):
                 self, context, retriever, trainer=PrefixTrainer, settings={"impl": "spring"}
             )
         if self.weights.shape[0] < self.tokens:
-            raise HarnessError(f"the checkpoint has {self.weights.shape[0]} tokens; cannot use k={self.tokens}")
+            raise HarnessError(
+                f"the {self.name} checkpoint ({getattr(self, 'checkpoint', None) or 'trained'}) has {self.weights.shape[0]} virtual tokens; "
+                f"cannot use k={self.tokens}: pass --tokens 1..{self.weights.shape[0]}"
+            )
 
     def build_input(self, example: Example, passages: Sequence[Passage], tokenizer: Any) -> list[Segment]:
         return virtual_first(super().build_input(example, passages, tokenizer))

@@ -100,7 +100,10 @@ class Spring(Method):
 
         self.weights, self.checkpoint_hash = spring_tokens(self, context, retriever)
         if self.weights.shape[0] < self.tokens:
-            raise HarnessError(f"the checkpoint has {self.weights.shape[0]} tokens; cannot use k={self.tokens}")
+            raise HarnessError(
+                f"the {self.name} checkpoint ({getattr(self, 'checkpoint', None) or 'trained'}) has {self.weights.shape[0]} virtual tokens; "
+                f"cannot use k={self.tokens}: pass --tokens 1..{self.weights.shape[0]}"
+            )
 
     def virtual(self, k: int | None = None, weights: torch.Tensor | None = None, reserve: int = 0) -> EmbeddingSegment:
         rows = self.weights if weights is None else weights

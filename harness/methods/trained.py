@@ -111,7 +111,8 @@ def spring_tokens(
     settings = settings or {}
     if method.checkpoint:  # an official release: nothing to train
         hidden = _hidden_size(context)
-        weights = context.artifact(("official", method.checkpoint), lambda: import_official(method.checkpoint, hidden_size=hidden))
+        weights = context.artifact(("official", method.checkpoint), lambda: import_official(
+            method.checkpoint, hidden_size=hidden, weights_hash=context.model_spec["weights_hash"]))
         if weights.shape[0] != method.n:
             method.n = int(weights.shape[0])
         return weights, tensor_hash(weights)
