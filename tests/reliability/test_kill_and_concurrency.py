@@ -112,21 +112,53 @@ def uninterrupted(world, tmp_path_factory):
     return root / "results", time.monotonic() - started
 
 
+def _listing(folder: Path, pattern: str = "*") -> object:
+    """What lies under ``folder`` (names and sizes): a change means the run got to that phase."""
+    return sorted((str(p.relative_to(folder)), p.stat().st_size if p.is_file() else 0) for p in folder.glob(pattern)) if folder.is_dir() else []
+
+
+def _killed_after_changes(argv, env, watched: list[Path], changes: int) -> str:
+    """Start ``argv``; SIGKILL it right after the ``changes``-th change on disk under ``watched`` (a file created,
+    grown or renamed: an index build, a retrieval run, a training record or tensor, a partial cell, rows, a publish)."""
+    def listing() -> object:
+        return [_listing(folder, "**/*") for folder in watched]
+
+    seen, count = listing(), 0
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    while process.poll() is None:
+        now = listing()
+        if now != seen:
+            seen, count = now, count + 1
+            if count == changes:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                return f"killed at change {changes}"
+        time.sleep(0.002)
+    return "finished first"
+
+
 def test_runs_killed_ten_times_at_random_points_end_in_the_uninterrupted_store(world, uninterrupted, tmp_path):
-    reference, duration = uninterrupted
+    reference, _ = uninterrupted
     expected = _store_contents(reference)
     assert sum(name.endswith(".safetensors") for name in expected) == 1 and sum(len(v) == 3 for v in expected.values() if isinstance(v, tuple)) == 3
 
-    killed, env = tmp_path / "killed", _env(tmp_path / "cache-killed")
     rng = random.Random(16)
-    for attempt in range(10):
-        delay = rng.uniform(2.5, duration)
-        _killed_at(_argv(world, killed), env, delay)
-        print(f"kill {attempt} after {delay:.1f} s: {_state(killed)}")  # shown with -s: where each kill landed
-    done = _finish(_argv(world, killed), env)
-    assert _store_contents(killed) == expected
-    _verified(killed, env)
-    assert "cells: " in done.stdout
+    kills, series = 0, 0
+    while kills < 10:  # a store that a run finishes is checked, and the next kills go to a fresh one
+        killed, cache = tmp_path / f"killed-{series}", tmp_path / f"cache-{series}"
+        env = _env(cache)
+        while kills < 10:
+            outcome = _killed_after_changes(_argv(world, killed), env, [killed, cache], rng.randint(1, 4))
+            print(f"store {series}, {outcome}: then {_state(killed)}")  # shown with -s: where each kill landed
+            if outcome == "finished first":
+                break
+            kills += 1
+        done = _finish(_argv(world, killed), env)
+        assert _store_contents(killed) == expected, f"store {series}"
+        _verified(killed, env)
+        assert "cells: " in done.stdout
+        series += 1
+        assert series <= 4, "runs finished before they could be killed ten times"
 
 
 def test_train_killed_at_random_points_never_leaves_a_checkpoint_that_looks_finished(world, tmp_path):
