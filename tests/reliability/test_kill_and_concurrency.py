@@ -112,16 +112,23 @@ def uninterrupted(world, tmp_path_factory):
     return root / "results", time.monotonic() - started
 
 
-def _listing(folder: Path, pattern: str = "*") -> object:
-    """What lies under ``folder`` (names and sizes): a change means the run got to that phase."""
-    return sorted((str(p.relative_to(folder)), p.stat().st_size if p.is_file() else 0) for p in folder.glob(pattern)) if folder.is_dir() else []
+def _listing(folder: Path) -> object:
+    """What lies under ``folder`` (paths and sizes); os.walk, unlike glob, skips folders renamed mid-walk."""
+    entries = []
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            try:
+                entries.append((os.path.join(parent, name), os.stat(os.path.join(parent, name)).st_size))
+            except FileNotFoundError:  # renamed or removed by the run between listing and stat
+                continue
+    return sorted(entries)
 
 
 def _killed_after_changes(argv, env, watched: list[Path], changes: int) -> str:
     """Start ``argv``; SIGKILL it right after the ``changes``-th change on disk under ``watched`` (a file created,
     grown or renamed: an index build, a retrieval run, a training record or tensor, a partial cell, rows, a publish)."""
     def listing() -> object:
-        return [_listing(folder, "**/*") for folder in watched]
+        return [_listing(folder) for folder in watched]
 
     seen, count = listing(), 0
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
