@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -266,9 +265,11 @@ def _find_stored(directory: Path, question_hash: str, k: int) -> tuple[Path, int
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # One fixed temporary name per target (callers hold the run's lock): a write cut short by SIGKILL leaves a
+    # file that the next write of the same target overwrites and renames, not a leftover with a random name.
+    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with open(tmp, "w", encoding="utf-8") as handle:
             write(handle)
         os.replace(tmp, path)
     except BaseException:

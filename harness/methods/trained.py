@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -220,7 +219,10 @@ def _adapter_folder(
 
 def _save_peft(peft_model: Any, folder: Path, spec: dict, log: TrainingLog) -> None:
     """``peft_model``'s adapter in PEFT's format plus ``harness-training.json`` (spec, loss log), published atomically."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    # A fixed staging name (the caller holds the adapter's lock): what a SIGKILL leaves is cleared by the next save.
+    staging = folder.parent / f".{folder.name}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     try:
         peft_model.save_pretrained(staging)
         (staging / "harness-training.json").write_text(
