@@ -33,6 +33,10 @@ for _module in COMMAND_MODULES:
     importlib.import_module(f"harness.commands.{_module}").register(app)
 
 
+# click's exceptions: recent typer versions bundle their own copy of click (typer._click), older ones use click.
+_CLICK_ERRORS = getattr(typer.main, "_click", None) or importlib.import_module("click")
+_CLICK_ERRORS = _CLICK_ERRORS.exceptions
+
 USER_FIXABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 
@@ -40,8 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and exit code 2, never a traceback."""
     _debug["on"] = False
     try:
-        # Standalone mode: click itself prints usage errors (exit 2) and help, and ends with SystemExit.
-        app(args=argv, prog_name="harness")
+        # Not standalone: click's usage errors come back here, to be printed as one line like every other error.
+        code = app(args=argv, prog_name="harness", standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except _CLICK_ERRORS.NoArgsIsHelpError as error:
+        print(error.ctx.get_help())  # `harness` or `harness store` alone: the help, as click prints it (exit 2)
+        return error.exit_code
+    except _CLICK_ERRORS.ClickException as error:
+        where = error.ctx.command_path if getattr(error, "ctx", None) is not None else "harness"
+        print(f"error: {' '.join(error.format_message().split())}; see `{where} --help`", file=sys.stderr)
+        return error.exit_code
+    except typer.Abort:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     except HarnessError as error:
         if _debug["on"]:
             raise

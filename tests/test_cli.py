@@ -71,3 +71,13 @@ def test_debug_shows_the_traceback_of_a_user_error(capsys):
         main(["--debug", "run", "--suite", "", "--method", "closed-book"])
     assert main(["run", "--suite", "", "--method", "closed-book"]) == 2  # without it, one line again
     assert capsys.readouterr().err.startswith("error: --suite '' names no suite")
+
+
+def test_usage_errors_are_one_line_and_help_still_prints(capsys):
+    assert main(["run", "--limit", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: Invalid value for '--limit': Input should be a valid integer, unable to parse string as an integer; see `harness run --help`\n"
+    assert main(["--bogus"]) == 2
+    assert capsys.readouterr().err == "error: No such option: --bogus; see `harness --help`\n"
+    assert main([]) == 2 and "Usage: harness" in capsys.readouterr().out  # no command: the help, exit 2 as before
+    assert main(["run", "--help"]) == 0 and "--suite" in capsys.readouterr().out
