@@ -13,7 +13,7 @@ import random
 import time
 
 from harness.methods.spring import Spring, SpringTrainer, initial_tokens
-from harness.methods.trained import mixed_training_data
+from harness.weights import mixed_training_data
 from harness.runner import RunConfig, RunContext
 from harness.training import TrainingConfig, TrainItem
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,17 +11,16 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from harness import cache
 from harness.errors import HarnessError
 
 TENSOR_NAME = "virtual_tokens"
 
 
 def tensor_hash(tensor: torch.Tensor) -> str:
-    """sha256 (20 hex) of a tensor's dtype, shape and bytes: the checkpoint identity in result keys."""
-    data = tensor.detach().to("cpu", torch.float32).contiguous()
-    digest = hashlib.sha256(f"{tuple(data.shape)}|float32|".encode())
-    digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:20]
+    """sha256 (20 hex) of a tensor's shape and fp32 values (:func:`harness.cache.tensor_hash`): the checkpoint
+    identity in result keys."""
+    return cache.tensor_hash(tensor, length=20)
 
 
 def save_virtual_tokens(path: Path, tokens: torch.Tensor, metadata: Mapping[str, Any]) -> str:
@@ -31,9 +29,7 @@ def save_virtual_tokens(path: Path, tokens: torch.Tensor, metadata: Mapping[str,
     tensor = tokens.detach().to("cpu", torch.float32).contiguous()
     digest = tensor_hash(tensor)
     meta = {key: str(value) for key, value in metadata.items()} | {"tensor_hash": digest}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({TENSOR_NAME: tensor}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    cache.publish(path, lambda tmp: save_file({TENSOR_NAME: tensor}, str(tmp), metadata=meta))
     return digest
 
 

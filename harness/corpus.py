@@ -36,15 +36,13 @@ import json
 import os
 import shutil
 import sqlite3
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from filelock import FileLock
-
+from harness import cache
 from harness.errors import HarnessError
 from harness.paths import cache_dir
 from harness.types import Passage
@@ -312,65 +310,64 @@ class Corpus:
 def _write_store(
     numbered: Iterable[tuple[int, Passage]], directory: Path, name: str, source: str, extra: dict[str, Any] | None = None
 ) -> Corpus:
-    """Stream ``(line, passage)`` into a new store at ``directory`` (atomically); checks ids, computes the fingerprint."""
+    """Stream ``(line, passage)`` into a new store at ``directory`` (atomically); checks ids, computes the fingerprint.
+
+    The caller holds ``directory``'s lock (the store is written under the fixed staging name of :func:`cache.publish`).
+    """
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the store is an ordinary shared cache folder
-    try:
-        connection = sqlite3.connect(tmp / "store.sqlite")
-        connection.execute("PRAGMA journal_mode = OFF")
-        connection.execute("PRAGMA synchronous = OFF")
-        connection.execute("CREATE TABLE passages (row INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, title TEXT, text TEXT)")
-        digest = Fingerprint()
-        size = 0
-        batch: list[tuple[int, str, str, str]] = []
-        batch_lines: list[int] = []
-
-        def flush() -> None:
-            try:
-                connection.executemany("INSERT INTO passages VALUES (?, ?, ?, ?)", batch)
-            except sqlite3.IntegrityError:
-                # Name the line of the second occurrence (rare path, so the per-row lookups are fine).
-                for (row, pid, _title, _text), line in zip(batch, batch_lines):
-                    first = connection.execute("SELECT row FROM passages WHERE id = ?", (pid,)).fetchone()
-                    if first is not None and first[0] != row:
-                        raise HarnessError(
-                            f"{source}:{line}: duplicate passage id {pid!r}; passage ids must be unique"
-                        ) from None
-                raise
-            batch.clear()
-            batch_lines.clear()
-
-        for line, passage in numbered:
-            batch.append((size, passage.id, passage.title, passage.text))
-            batch_lines.append(line)
-            digest.add(passage)
-            size += 1
-            if len(batch) >= _BATCH:
-                flush()
-        if batch:
-            flush()
-        if size == 0:
-            raise HarnessError(f"{source}: corpus is empty; it needs at least one passage")
-        connection.commit()
-        connection.close()
-        meta = {
-            "store_version": STORE_VERSION,
-            "name": name,
-            "fingerprint": digest.hexdigest(),
-            "size": size,
-            "source": source,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            **(extra or {}),
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    cache.publish(directory, lambda tmp: _fill_store(numbered, tmp, name, source, extra))
     return Corpus(directory)
+
+
+def _fill_store(numbered: Iterable[tuple[int, Passage]], tmp: Path, name: str, source: str, extra: dict[str, Any] | None) -> None:
+    tmp.mkdir()
+    connection = sqlite3.connect(tmp / "store.sqlite")
+    connection.execute("PRAGMA journal_mode = OFF")
+    connection.execute("PRAGMA synchronous = OFF")
+    connection.execute("CREATE TABLE passages (row INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, title TEXT, text TEXT)")
+    digest = Fingerprint()
+    size = 0
+    batch: list[tuple[int, str, str, str]] = []
+    batch_lines: list[int] = []
+
+    def flush() -> None:
+        try:
+            connection.executemany("INSERT INTO passages VALUES (?, ?, ?, ?)", batch)
+        except sqlite3.IntegrityError:
+            # Name the line of the second occurrence (rare path, so the per-row lookups are fine).
+            for (row, pid, _title, _text), line in zip(batch, batch_lines):
+                first = connection.execute("SELECT row FROM passages WHERE id = ?", (pid,)).fetchone()
+                if first is not None and first[0] != row:
+                    raise HarnessError(
+                        f"{source}:{line}: duplicate passage id {pid!r}; passage ids must be unique"
+                    ) from None
+            raise
+        batch.clear()
+        batch_lines.clear()
+
+    for line, passage in numbered:
+        batch.append((size, passage.id, passage.title, passage.text))
+        batch_lines.append(line)
+        digest.add(passage)
+        size += 1
+        if len(batch) >= _BATCH:
+            flush()
+    if batch:
+        flush()
+    if size == 0:
+        raise HarnessError(f"{source}: corpus is empty; it needs at least one passage")
+    connection.commit()
+    connection.close()
+    meta = {
+        "store_version": STORE_VERSION,
+        "name": name,
+        "fingerprint": digest.hexdigest(),
+        "size": size,
+        "source": source,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra or {}),
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
 def corpora_dir() -> Path:
@@ -392,14 +389,16 @@ def prepare_corpus(path: str | os.PathLike, name: str | None = None) -> Corpus:
     pointer_key = hashlib.sha256(str(path).encode("utf-8")).hexdigest()[:24]
     pointer = corpora_dir() / "pointers" / f"{pointer_key}.json"
     stamp = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "store_version": STORE_VERSION}
-    if pointer.is_file():
-        with contextlib.suppress(OSError, json.JSONDecodeError, KeyError):
-            known = json.loads(pointer.read_text(encoding="utf-8"))
-            store = corpora_dir() / "stores" / known["fingerprint"]
-            if known["stamp"] == stamp and (store / "meta.json").is_file():
-                return Corpus(store)
-    pointer.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{pointer}.lock"):  # one preparation per file at a time
+
+    def prepared(pointer: Path) -> bool:
+        """Whether the pointer was written for this very file and the store it names is there."""
+        if pointer.is_file():
+            with contextlib.suppress(OSError, json.JSONDecodeError, KeyError):
+                known = json.loads(pointer.read_text(encoding="utf-8"))
+                return known["stamp"] == stamp and (corpora_dir() / "stores" / known["fingerprint"] / "meta.json").is_file()
+        return False
+
+    def prepare(pointer_tmp: Path) -> None:
         staging = corpora_dir() / "stores" / f"staging-{pointer_key}"
         corpus = _write_store(read_passages(path), staging, name or path.name, str(path))
         final = corpora_dir() / "stores" / corpus.fingerprint
@@ -408,8 +407,11 @@ def prepare_corpus(path: str | os.PathLike, name: str | None = None) -> Corpus:
             shutil.rmtree(staging)
         else:
             os.replace(staging, final)
-        _atomic_write_text(pointer, json.dumps({"stamp": stamp, "fingerprint": corpus.fingerprint}))
-    return Corpus(final)
+        pointer_tmp.write_text(json.dumps({"stamp": stamp, "fingerprint": corpus.fingerprint}), encoding="utf-8")
+
+    # The pointer is what is built (its store is in place before it is written); one preparation per file at a time.
+    cache.build_once(pointer, prepare, is_built=prepared)
+    return Corpus(corpora_dir() / "stores" / json.loads(pointer.read_text(encoding="utf-8"))["fingerprint"])
 
 
 def open_corpus(ref: str | os.PathLike = DEFAULT_CORPUS) -> Corpus:
@@ -425,19 +427,6 @@ def open_corpus(ref: str | os.PathLike = DEFAULT_CORPUS) -> Corpus:
             raise HarnessError(f"corpus {DEFAULT_CORPUS!r} was built by an older harness; run `harness corpus build --force`")
         return corpus
     return prepare_corpus(ref)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 # ------------------------------------------------------------------------------------------- wiki-offline
@@ -554,17 +543,28 @@ def build_default_corpus(data_dir: Path, force: bool = False) -> BuildReport:
     """
     started = time.perf_counter()
     directory = default_corpus_dir()
-    if not force and (directory / "meta.json").is_file():
-        corpus = Corpus(directory)
-        if corpus.meta.get("wiki_offline_version") == WIKI_OFFLINE_VERSION:
-            return BuildReport(corpus, dict(corpus.meta.get("kept", {})), corpus.meta.get("duplicates", 0),
-                               time.perf_counter() - started, rebuilt=False)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{directory}.lock"):  # one build at a time
-        return _build_default_corpus(data_dir, directory, started)
+    counts: dict[str, Any] = {}  # what this call's build kept and dropped, when it built
+
+    def current(folder: Path) -> bool:
+        if force or not (folder / "meta.json").is_file():
+            return False
+        return Corpus(folder).meta.get("wiki_offline_version") == WIKI_OFFLINE_VERSION
+
+    def build(staging: Path) -> None:
+        counts["kept"], counts["duplicates"] = _build_default_corpus(data_dir, staging)
+
+    # One build at a time, under the folder's lock (its staging folder keeps the name it always had).
+    cache.build_once(directory, build, is_built=current, staging=directory.parent / f"{directory.name}.building")
+    if counts:
+        return BuildReport(Corpus(directory), counts["kept"], counts["duplicates"], time.perf_counter() - started, rebuilt=True)
+    corpus = Corpus(directory)
+    return BuildReport(corpus, dict(corpus.meta.get("kept", {})), corpus.meta.get("duplicates", 0),
+                       time.perf_counter() - started, rebuilt=False)
 
 
-def _build_default_corpus(data_dir: Path, directory: Path, started: float) -> BuildReport:
+def _build_default_corpus(data_dir: Path, staging: Path) -> tuple[dict[str, int], int]:
+    """Write ``wiki-offline`` into the new folder ``staging``; returns the passages kept per source and the
+    duplicates dropped."""
     missing = [relative for _name, relative, _reader in WIKI_OFFLINE_SOURCES if not (data_dir / relative).is_file()]
     if missing:
         raise HarnessError(f"missing corpus source file(s) {', '.join(missing)} under {data_dir}; pass --data-dir DIR")
@@ -589,7 +589,6 @@ def _build_default_corpus(data_dir: Path, directory: Path, started: float) -> Bu
                 number += 1
                 yield number, Passage(pid, title, text)
 
-    staging = directory.parent / f"{directory.name}.building"
     corpus = _write_store(passages(), staging, DEFAULT_CORPUS, f"{DEFAULT_CORPUS} (assembled)")
     # The canonical {id, title, text} file sits beside the store so other tools can read the corpus.
     write_passages_jsonl(corpus, staging / "passages.jsonl")
@@ -597,7 +596,4 @@ def _build_default_corpus(data_dir: Path, directory: Path, started: float) -> Bu
                 duplicates=duplicates, sources=[relative for _n, relative, _r in WIKI_OFFLINE_SOURCES])
     corpus.close()
     (staging / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(staging, directory)
-    return BuildReport(Corpus(directory), kept, duplicates, time.perf_counter() - started, rebuilt=True)
+    return kept, duplicates

@@ -31,7 +31,7 @@ def method_label(method: dict) -> str:
     from harness.plugins import METHODS
 
     name = method["name"]
-    defaults = getattr(METHODS.get(name), "label_defaults", {}) if name in METHODS.names() else {}
+    defaults = METHODS.get(name).label_defaults if name in METHODS.names() else {}
     shown = [
         p if method[p] is True else f"{p}={method[p]}"
         for p in LABEL_PARAMETERS
@@ -392,7 +392,7 @@ def _is_trained(label: str) -> bool:
     from harness.plugins import METHODS
 
     name = _base(label)
-    return name in METHODS.names() and getattr(METHODS.get(name), "prepare", None) is not None
+    return name in METHODS.names() and METHODS.get(name).trained
 
 
 def _signed(value: float) -> str:

@@ -32,14 +32,15 @@ import importlib.metadata
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
+from harness import cache
 from harness.errors import HarnessError, NotAvailableOffline
 from harness.paths import cache_dir
 from harness.registry import unknown_name
@@ -309,23 +310,18 @@ def smollm2_gguf() -> Path:
 
 def smollm2_folder() -> Path:
     """The converted safetensors folder for ``smollm2-135m`` (converted on first use, under a file lock)."""
-    from filelock import FileLock
-
     gguf = smollm2_gguf()
     version = importlib.metadata.version(SMOLLM2_WHEEL)
-    root = cache_dir() / "models"
-    target = root / f"smollm2-135m-instruct--{SMOLLM2_WHEEL}-{version}--conv{CONVERSION_VERSION}"
-    if (target / "harness-model.json").is_file():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if not (target / "harness-model.json").is_file():  # another process may have finished meanwhile
-            _convert_gguf(gguf, target, source=f"{SMOLLM2_WHEEL}=={version}:{gguf.name}")
-    return target
+    target = cache_dir() / "models" / f"smollm2-135m-instruct--{SMOLLM2_WHEEL}-{version}--conv{CONVERSION_VERSION}"
+    return cache.build_once(
+        target,
+        lambda staging: _convert_gguf(gguf, staging, source=f"{SMOLLM2_WHEEL}=={version}:{gguf.name}"),
+        is_built=lambda folder: (folder / "harness-model.json").is_file(),  # written last: its presence marks a whole folder
+    )
 
 
-def _convert_gguf(gguf: Path, target: Path, source: str) -> None:
-    """De-quantise ``gguf`` into a plain safetensors folder at ``target`` (written to a temp dir, then renamed)."""
+def _convert_gguf(gguf: Path, staging: Path, source: str) -> None:
+    """De-quantise ``gguf`` into a new plain safetensors folder at ``staging``."""
     import transformers
     import transformers.modeling_gguf_pytorch_utils  # noqa: F401 - imported first so it can be quieted
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -342,26 +338,19 @@ def _convert_gguf(gguf: Path, target: Path, source: str) -> None:
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
     if unexpected or [m for m in missing if not m.startswith("lm_head")]:  # lm_head may be tied to embeddings
         raise RuntimeError(f"GGUF conversion mismatch: missing {missing}, unexpected {unexpected}")
-    staging = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-    try:
-        with _quiet_transformers():
-            fresh.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
-        meta = {
-            "source": source,
-            "gguf_sha256": _file_sha256(gguf),
-            "weights_hash": _tensor_hash(staging),
-            "transformers": transformers.__version__,
-            "conversion_version": CONVERSION_VERSION,
-        }
-        (staging / "harness-model.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        for path in (staging, *staging.iterdir()):  # mkdtemp makes 0700; the cache is shared like any other
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        if target.exists():  # a stale partial folder without the marker file
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with _quiet_transformers():
+        fresh.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    meta = {
+        "source": source,
+        "gguf_sha256": cache.file_hash(gguf),
+        "weights_hash": _tensor_hash(staging),
+        "transformers": transformers.__version__,
+        "conversion_version": CONVERSION_VERSION,
+    }
+    (staging / "harness-model.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    for path in (staging, *staging.iterdir()):  # save_pretrained writes model.safetensors 0600; the cache is shared
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -383,7 +372,9 @@ def weights_hash(folder: str | os.PathLike) -> str:
     memo = _read_json(memo_file)
     if memo_key not in memo:
         memo[memo_key] = _tensor_hash(folder) if files[0].suffix == ".safetensors" else _files_hash(files)
-        _write_json_atomic(memo_file, {**_read_json(memo_file), memo_key: memo[memo_key]})
+        # One writer at a time: the temporary name is fixed, and re-reading under the lock keeps other entries.
+        with FileLock(f"{memo_file}.lock"):
+            cache.atomic_write_json(memo_file, {**_read_json(memo_file), memo_key: memo[memo_key]}, indent=1, sort_keys=True)
     return memo[memo_key]
 
 
@@ -393,36 +384,16 @@ def _weight_files(folder: Path) -> list[Path]:
 
 
 def _tensor_hash(folder: Path) -> str:
-    """sha256 over (name, dtype, shape, raw bytes) of every tensor, in sorted-name order across all shards."""
-    import torch
-    from safetensors import safe_open
-
-    where: dict[str, Path] = {}
-    for file in sorted(folder.glob("*.safetensors")):
-        with safe_open(file, framework="pt") as handle:
-            where.update({name: file for name in handle.keys()})  # noqa: SIM118 - safe_open has no __iter__
-    digest = hashlib.sha256()
-    for name in sorted(where):
-        with safe_open(where[name], framework="pt") as handle:
-            tensor = handle.get_tensor(name).contiguous()
-        digest.update(f"{name}|{str(tensor.dtype).removeprefix('torch.')}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return "sha256:" + digest.hexdigest()
+    """``sha256:`` + :func:`harness.cache.safetensors_hash`: (name, dtype, shape, raw bytes) of every tensor, in
+    sorted-name order across all shards."""
+    return "sha256:" + cache.safetensors_hash(folder)
 
 
 def _files_hash(files: list[Path]) -> str:
     digest = hashlib.sha256()
     for file in files:
-        digest.update(f"{file.name}|{_file_sha256(file)}\n".encode())
+        digest.update(f"{file.name}|{cache.file_hash(file)}\n".encode())
     return "sha256:" + digest.hexdigest()
-
-
-def _file_sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_json(path: Path) -> dict:
@@ -430,10 +401,3 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name, dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-    os.replace(tmp, path)

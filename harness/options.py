@@ -1,39 +1,73 @@
-"""``--option METHOD.KEY=VALUE``: parsed once, checked against the run's methods, typed by the option's default.
+"""``--option NAME.KEY=VALUE``: one router for methods and retrievers, typed by each component's declared options.
 
-A KEY is either a constructor option of METHOD (``spring.placement``) or, for a trained method, a training
-hyper-parameter (``spring.lr``, :class:`harness.training.TrainingConfig`). Values arrive as text; each is
-converted to the type of the option's default, and anything that does not convert, names no method of the run
-or no option of its method stops the run before any work, with a one-line error.
+NAME is a method or a retriever of the run. A method's KEYs are the fields of its options dataclass
+(``Method.Options``, like PEFT's ``PromptTuningConfig``: typed, with help text, validated in ``__post_init__``) and,
+for a trained method, the training hyper-parameters (:class:`harness.training.TrainingConfig`). A retriever's KEYs
+are checked by its factory (:meth:`harness.retrieval.RetrieverContext.check_options`). Values arrive as text and are
+converted to the field's declared type; anything that does not convert, or names no component of the run or no
+option of it, stops the run before any work, with a one-line error and a did-you-mean.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.registry import did_you_mean
+from harness.registry import did_you_mean, unknown_name
 
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-# Options whose default is None but which take a number when given.
-INTEGER_WHEN_SET = frozenset({"max_input_tokens"})
+
+
+def option(default: Any, help: str) -> Any:  # noqa: A002 - "help" is the name argparse and typer use
+    """A field of an options dataclass: its default and the help text `harness ls methods` shows."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionField:
+    """One declared option: its name, type (``int``, ``float``, ``bool``, ``str``), default and help."""
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+
+
+def option_fields(options_type: type) -> dict[str, OptionField]:
+    """The declared options of an options dataclass, in declaration order."""
+    hints = typing.get_type_hints(options_type)
+    found = {}
+    for f in dataclasses.fields(options_type):
+        found[f.name] = OptionField(f.name, _base_type(hints[f.name]), f.default, f.metadata.get("help", ""))
+    return found
+
+
+def _base_type(hint: Any) -> type:
+    """``int`` for ``int``, ``int | None`` and ``Optional[int]``; ``str`` for anything else."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return hint if hint in (int, float, bool, str) else str
 
 
 def parse_method_options(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """``--option METHOD.KEY=VALUE`` strings as ``("METHOD.KEY", "VALUE")`` pairs (checked here, once)."""
+    """``--option NAME.KEY=VALUE`` strings as ``("NAME.KEY", "VALUE")`` pairs (checked here, once)."""
     pairs = []
     for item in items:
         key, equals, value = item.partition("=")
         if not equals:
             raise HarnessError(f"--option {item!r} must look like METHOD.KEY=VALUE (e.g. spring.lr=0.002)")
         pairs.append((key, value))
-    split_options(pairs)  # rejects a KEY without METHOD
+    split_options(pairs)  # rejects a KEY without NAME
     return tuple(pairs)
 
 
 def split_options(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str, str]]:
-    """``(METHOD, KEY, VALUE)`` triples of ``("METHOD.KEY", "VALUE")`` pairs."""
+    """``(NAME, KEY, VALUE)`` triples of ``("NAME.KEY", "VALUE")`` pairs."""
     found = []
     for target_key, value in pairs:
         target, dot, key = target_key.partition(".")
@@ -43,19 +77,47 @@ def split_options(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str, str]
     return found
 
 
-def check_targets(pairs: Sequence[tuple[str, str]], methods: Sequence[str]) -> None:
-    """Every option names a method of this run (a misspelt or absent one would be ignored without a word)."""
+def options_for(pairs: Sequence[tuple[str, str]], name: str) -> tuple[tuple[str, str], ...]:
+    """The ``(KEY, VALUE)`` pairs addressed to component ``name``."""
+    return tuple((key, value) for target, key, value in split_options(pairs) if target == name)
+
+
+def check_targets(pairs: Sequence[tuple[str, str]], methods: Sequence[str], retrievers: Sequence[str] = ()) -> None:
+    """Every option names a method or a retriever of this run (a misspelt or absent one would be ignored)."""
+    names = [*dict.fromkeys([*methods, *retrievers])]
     for target, key, value in split_options(pairs):
-        if target not in methods:
+        if target not in names:
             raise HarnessError(
-                f"--option {target}.{key}={value}: method {target!r} is not in this run.{did_you_mean(target, methods)} "
-                f"Methods of the run: {', '.join(methods)}; add it to --method or drop the option."
+                f"--option {target}.{key}={value}: {target!r} is no method or retriever of this run.{did_you_mean(target, names)} "
+                f"Methods: {', '.join(methods) or 'none'}; retrievers: {', '.join(retrievers) or 'none'}; "
+                "add it to --method/--retriever or drop the option."
             )
 
 
-def typed_value(target: str, key: str, value: str, default: Any) -> Any:
-    """``value`` converted to the type of ``default`` (the option's default), or a one-line error."""
-    kind = type(default) if default is not None else (int if key in INTEGER_WHEN_SET else str)
+def declared_values(
+    name: str, options_type: type, pairs: Iterable[tuple[str, str]], also_accepted: Iterable[str] = ()
+) -> dict[str, Any]:
+    """The typed values of ``pairs`` (``(KEY, VALUE)``) for the fields of ``options_type``.
+
+    Keys in ``also_accepted`` (training hyper-parameters of a trained method) are left to their own reader; any
+    other key is refused with a did-you-mean over both sets.
+    """
+    fields = option_fields(options_type)
+    others = set(also_accepted)
+    values: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in others:
+            continue
+        if key not in fields:
+            if not fields and not others:
+                raise HarnessError(f"method {name!r} takes no options (got {key}); `harness ls methods` lists each method's options")
+            raise unknown_name(f"{name} option", key, set(fields) | others)
+        values[key] = typed_value(name, key, value, fields[key].kind, fields[key].default)
+    return values
+
+
+def typed_value(target: str, key: str, value: str, kind: type, example: Any = None) -> Any:
+    """``value`` converted to ``kind``, or a one-line error naming the option and an example of a good value."""
     where = f"--option {target}.{key}={value}"
     if kind is bool:
         if value.strip().lower() in TRUE:
@@ -67,16 +129,26 @@ def typed_value(target: str, key: str, value: str, default: Any) -> Any:
         try:
             return int(value)
         except ValueError:
-            raise HarnessError(f"{where}: {key} takes a whole number (e.g. {target}.{key}={default or 1})") from None
+            raise HarnessError(f"{where}: {key} takes a whole number (e.g. {target}.{key}={example or 1})") from None
     if kind is float:
         try:
             number = float(value)
         except ValueError:
             number = math.nan
         if not math.isfinite(number):
-            raise HarnessError(f"{where}: {key} takes a finite number (e.g. {target}.{key}={default})")
+            raise HarnessError(f"{where}: {key} takes a finite number (e.g. {target}.{key}={example})")
         return number
     return value
 
 
-__all__ = ["check_targets", "parse_method_options", "split_options", "typed_value"]
+__all__ = [
+    "OptionField",
+    "check_targets",
+    "declared_values",
+    "option",
+    "option_fields",
+    "options_for",
+    "parse_method_options",
+    "split_options",
+    "typed_value",
+]

@@ -42,10 +42,12 @@ from typing import Any
 import regex
 from filelock import FileLock
 
+from harness.cache import atomic_write, atomic_write_json
 from harness.corpus import DEFAULT_CORPUS
 from harness.spec import canonical_json, content_hash
 from harness.errors import HarnessError
 from harness.plugins import RETRIEVERS
+from harness.registry import did_you_mean
 from harness.retriever import Retriever
 from harness.types import Example, Hit, Passage
 
@@ -89,7 +91,9 @@ class RetrieverContext:
         for name, _value in self.options:
             if name not in allowed:
                 valid = ", ".join(allowed) if allowed else "none"
-                raise HarnessError(f"retriever {retriever!r} has no option {name!r}; valid options: {valid}")
+                raise HarnessError(
+                    f"retriever {retriever!r} has no option {name!r}; valid options: {valid}.{did_you_mean(name, allowed)}"
+                )
 
 
 def parse_options(pairs: Sequence[str], retriever: str) -> tuple[tuple[str, str], ...]:
@@ -264,20 +268,6 @@ def _find_stored(directory: Path, question_hash: str, k: int) -> tuple[Path, int
     return best
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    # One fixed temporary name per target (callers hold the run's lock): a write cut short by SIGKILL leaves a
-    # file that the next write of the same target overwrites and renames, not a leftover with a random name.
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _read_hits(path: Path, k: int) -> dict[str, tuple[Hit, ...]]:
     hits: dict[str, tuple[Hit, ...]] = {}
     with open(path, encoding="utf-8") as handle:
@@ -325,6 +315,8 @@ def get_run(
     first = not lock_path.exists()  # no run of this question set was ever asked for in this store
     directory.mkdir(parents=True, exist_ok=True)
     try:
+        # Not cache.build_once: the run that serves k is found by a search (any stored k' >= k), not named up front,
+        # and the lock also covers reading it and adding its recall and TREC files; each file is atomic_write's.
         with FileLock(str(lock_path)):
             stored = _find_stored(directory, qhash, k)
             if stored is None:
@@ -413,11 +405,11 @@ def _compute(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     # The meta file marks a complete run, so it is written after the hits (see _find_stored).
-    _atomic_write(path, write_run)
+    atomic_write(path, write_run)
     _write_recall(path, k, examples, hits, retriever, regex_golds)
     if trec:
         _write_trec(path.with_suffix(".trec"), hits, retriever_id(retriever))
-    _atomic_write(path.with_name(path.name.removesuffix(".jsonl") + ".meta.json"), lambda h: json.dump(meta, h, indent=2))
+    atomic_write_json(path.with_name(path.name.removesuffix(".jsonl") + ".meta.json"), meta)
     return path
 
 
@@ -444,7 +436,7 @@ def _write_recall(
         "k": k,
         "recall": {str(j): value for j, value in recall.items()},
     }
-    _atomic_write(_recall_path(path), lambda h: json.dump(record, h, indent=2))
+    atomic_write_json(_recall_path(path), record)
     return recall
 
 
@@ -469,7 +461,7 @@ def _write_trec(path: Path, hits: Mapping[str, Sequence[Hit]], tag: str) -> None
             for hit in found:
                 handle.write(f"{example_id} Q0 {hit.passage_id} {hit.rank} {hit.score:.6f} {tag}\n")
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def read_trec(path: str | os.PathLike) -> dict[str, list[Hit]]:

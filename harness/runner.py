@@ -22,10 +22,11 @@ from harness.corpus import DEFAULT_CORPUS
 from harness.datasets import load_examples
 from harness.errors import HarnessError
 from harness.metrics import METRICS, SCORER_VERSION
-from harness.options import check_targets, parse_method_options, split_options, typed_value
+from harness.options import check_targets, declared_values, option_fields, options_for, parse_method_options, typed_value
 from harness.plugins import DATASETS, METHODS
 from harness.spec import CellSpec, example_ids_hash, examples_hash
 from harness.store import CellRecord, Store
+from harness.training import CPU_TRAINING, CPU_TRAINING_PER_METHOD, TrainingConfig
 from harness.types import Example, Passage
 
 # The CPU default's input length, without --limit/--full (its sample size is harness.power's rule; README, "CPU
@@ -58,7 +59,7 @@ class RunConfig:
     method_options: tuple[tuple[str, str], ...] = ()  # METHOD.KEY=VALUE pairs for trainable methods
     skip_unavailable: bool = True  # datasets a suite names but that cannot be loaded are skipped with a notice
     max_input_tokens: int | None = None  # passage text beyond this is cut (None: the model's context length)
-    cpu_budget: bool = False  # use the CPU training budget (harness.methods.trained.CPU_TRAINING)
+    cpu_budget: bool = False  # use the CPU training budget (harness.training.CPU_TRAINING)
 
 
 def select_examples(dataset: str, limit: int | None, seed: int, data_dir: Path | None) -> list[Example]:
@@ -77,6 +78,9 @@ class RunContext:
         self.config = config
         self.store = Store(config.results)
         self.log = log
+        # What methods may read of the run (harness.methods.base.MethodContext), not the whole config.
+        self.seed, self.data_dir, self.results = config.seed, config.data_dir, Path(config.results)
+        self.model_name, self.max_passages = config.model, max(config.passages)
         self.progress: Any = None  # the run's rich Progress, when it has one (training adds its bar to it)
         self._retrievers: dict[tuple[str, str], Any] = {}
         self._runs: dict[tuple[str, str, str], Any] = {}
@@ -128,6 +132,16 @@ class RunContext:
 
         return HFBackend(self.loaded)
 
+    def training_config(self, method: str) -> TrainingConfig:
+        """The run's training hyper-parameters for ``method`` (``--option spring.lr=...`` etc. over the defaults)."""
+        return training_values(self.config, method)
+
+    def backbone_copy(self, dtype: str | None = None):
+        """A separate copy of the run's backbone, for a method that must not touch the shared one (LoRA)."""
+        from harness.models import load_model
+
+        return load_model(self.config.model, dtype=dtype or self.config.dtype, trust_remote_code=self.config.trust_remote_code)
+
     @property
     def decoding(self):
         from harness.generation import DecodingConfig
@@ -144,7 +158,8 @@ class RunContext:
         if (name, dataset) not in self._retrievers:
             if name != "none" and self.config.corpus == DEFAULT_CORPUS:
                 self._ensure_default_corpus()
-            context = RetrieverContext(corpus=self.config.corpus, data_dir=self.config.data_dir, dataset=dataset)
+            options = options_for(self.config.method_options, name)
+            context = RetrieverContext(corpus=self.config.corpus, data_dir=self.config.data_dir, dataset=dataset, options=options)
             self._retrievers[(name, dataset)] = make_retriever(name, context)
         return self._retrievers[(name, dataset)]
 
@@ -186,74 +201,45 @@ class Cell:
 
 
 def method_instances(name: str, config: RunConfig) -> list[Any]:
-    """The method objects for ``name``: one per requested token count (or shot count) when the method takes them."""
+    """The method objects for ``name``: one per requested value of the flag the method sweeps (--tokens, --shots)."""
     cls = METHODS.get(name)
     options = constructor_values(name, config)
-    if getattr(cls, "uses_tokens", False):
-        counts = config.tokens or (cls.default_tokens,)
-        return [cls(tokens=k, **options) for k in counts]
-    if getattr(cls, "uses_shots", False):
-        return [cls(shots=n, **options) for n in config.shots or (cls.default_shots,)]
+    if cls.sweep == "tokens":
+        return [cls(tokens=k, **options) for k in config.tokens or (cls.sweep_default,)]
+    if cls.sweep == "shots":
+        return [cls(shots=n, **options) for n in config.shots or (cls.sweep_default,)]
     return [cls(**options)]
 
 
 def constructor_values(name: str, config: RunConfig) -> dict[str, Any]:
-    """``--option`` values for method ``name``'s constructor, typed by their defaults; unknown keys are refused."""
-    from harness.registry import unknown_name
-    from harness.training import TrainingConfig
-
+    """``--option`` values for method ``name``'s declared options, typed; unknown keys are refused."""
     cls = METHODS.get(name)
-    trained = bool(getattr(cls, "prepare", None))
-    training_keys = set(TrainingConfig.__dataclass_fields__) if trained else set()
-    defaults = constructor_defaults(cls)
-    accepted = set(defaults) - {"tokens", "shots"}
-    options = {}
-    for target, key, value in split_options(config.method_options):
-        if target != name or key in training_keys:
-            continue
-        if key not in accepted:
-            if not accepted and not trained:
-                raise HarnessError(f"method {name!r} takes no options (got {key})")
-            raise unknown_name(f"{name} option", key, accepted | training_keys)
-        options[key] = typed_value(name, key, value, defaults[key])
-    return options
+    training_keys = option_fields(TrainingConfig) if cls.trained else {}
+    return declared_values(name, cls.Options, options_for(config.method_options, name), training_keys)
+
+
+def training_values(config: RunConfig, method_name: str) -> TrainingConfig:
+    """The training hyper-parameters of ``method_name`` in a run of ``config``: the CPU budget when it applies,
+    then ``--option METHOD.KEY=VALUE`` for TrainingConfig's fields (checked before any work)."""
+    fields = option_fields(TrainingConfig)
+    budget = {**CPU_TRAINING, **CPU_TRAINING_PER_METHOD.get(method_name, {})} if config.cpu_budget else {}
+    values: dict[str, Any] = {"seed": config.seed, **budget}
+    for key, value in options_for(config.method_options, method_name):
+        if key in fields:
+            values[key] = typed_value(method_name, key, value, fields[key].kind, fields[key].default)
+    return TrainingConfig(**values)
 
 
 def check_options(config: RunConfig) -> None:
-    """Every ``--option`` of ``config`` names a method of the run, an option it has and a value of its type.
-
-    Run before any work: a bad option for the second trained method must not surface after the first trained.
-    """
-    from harness.methods.trained import training_values
-
-    check_targets(config.method_options, config.methods)
+    """Every ``--option`` of ``config`` names a method or retriever of the run, an option it has and a value of
+    its type. Run before any work: a bad option for the second trained method must not surface after the first
+    trained; a retriever's keys are checked by its factory, when the run builds it."""
+    check_targets(config.method_options, config.methods, config.retrievers)
     for name in dict.fromkeys(config.methods):
-        constructor_values(name, config)
-        if getattr(METHODS.get(name), "prepare", None):
+        cls = METHODS.get(name)
+        cls.Options(**constructor_values(name, config))  # the options' own validation (__post_init__)
+        if cls.trained:
             training_values(config, name)
-
-
-def constructor_defaults(cls: type) -> dict[str, Any]:
-    """Keyword arguments ``cls(...)`` accepts and their defaults, following ``**options`` up the parents' ``__init__``."""
-    import inspect
-
-    defaults: dict[str, Any] = {}
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None or klass is object:
-            continue
-        parameters = inspect.signature(init).parameters.values()
-        for p in parameters:
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("self", "chat_template"):
-                defaults.setdefault(p.name, None if p.default is p.empty else p.default)
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
-            break
-    return defaults
-
-
-def constructor_options(cls: type) -> set[str]:
-    """Keyword arguments ``cls(...)`` accepts (see :func:`constructor_defaults`)."""
-    return set(constructor_defaults(cls))
 
 
 def cell_method_spec(method: Any) -> dict[str, Any]:
@@ -281,16 +267,14 @@ def plan(config: RunConfig, context: RunContext) -> tuple[list[Cell], list[str]]
             uses_passages = METHODS.get(method_name).uses_passages
             for retriever_name in config.retrievers if uses_passages else ("none",):
                 for method in method_instances(method_name, config):
-                    if hasattr(method, "prepare"):
-                        method.prepare(context, retriever_name)  # trained methods load or train their weights
-                    if hasattr(method, "prepare_dataset"):  # per-dataset inputs (few-shot examples, chat checks)
-                        try:
-                            method.prepare_dataset(context, retriever_name, dataset)
-                        except HarnessError as error:
-                            if not config.skip_unavailable:
-                                raise
-                            notices.append(f"skipped {method_name} on {dataset}: {error}")
-                            continue
+                    method.prepare(context, retriever_name)  # trained methods load or train their weights
+                    try:  # per-dataset inputs (few-shot examples, chat checks)
+                        method.prepare_dataset(context, retriever_name, dataset)
+                    except HarnessError as error:
+                        if not config.skip_unavailable:
+                            raise
+                        notices.append(f"skipped {method_name} on {dataset}: {error}")
+                        continue
                     # Closed-book cells (a method without passages, or the `none` retriever) have m = 0.
                     for m in config.passages if uses_passages and retriever_name != "none" else (0,):
                         retriever_spec = context.retriever(retriever_name, dataset).spec()
@@ -325,7 +309,7 @@ def share_key(cell: Cell, context: RunContext) -> tuple:
     once per question instead of once per cell: SPRING at every k of a token sweep always (its inputs are cut as
     if all n tokens were plugged), and prompt and concat too when their inputs are not cut.
     """
-    backend = cell.method.backend_for(context) if hasattr(cell.method, "backend_for") else None
+    backend = cell.method.backend_for(context)
     spec = cell.spec
     return (spec.dataset, spec.example_ids_hash, cell.retriever, spec.passages, id(backend))
 
@@ -368,9 +352,11 @@ def compute_cells(
             return records
         first = open_cells[0][1]
         examples, m = first.examples, first.spec.passages
-        run = context.retrieval(first.retriever, first.spec.dataset, "eval", examples, m) if m > 0 else None
+        # One retrieval run per (retriever, question set), at the run's largest m: every m and method reads it.
+        depth = max(m, context.max_passages)
+        run = context.retrieval(first.retriever, first.spec.dataset, "eval", examples, depth) if m > 0 else None
         # Methods that change the backbone itself (LoRA) bring their own backend; the others share the base one.
-        backend = first.method.backend_for(context) if hasattr(first.method, "backend_for") else context.backend
+        backend = first.method.backend_for(context)
         start = min(done for _, _, _, done in open_cells)
         for begin in range(start, len(examples), EXAMPLES_PER_FLUSH):
             positions = range(begin, min(begin + EXAMPLES_PER_FLUSH, len(examples)))
@@ -454,4 +440,5 @@ __all__ = [
     "run",
     "select_examples",
     "share_key",
+    "training_values",
 ]

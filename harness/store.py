@@ -14,7 +14,6 @@ the last complete line (a torn last line is cut off), so the final file equals a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from harness.cache import atomic_write_json, file_hash
 from harness.errors import HarnessError
 from harness.metrics import bootstrap_ci
 from harness.spec import RESULT_SCHEMA_VERSION, CellSpec
@@ -92,11 +92,7 @@ def _read_predictions(path: Path) -> list[dict[str, Any]]:
 
 def file_sha256(path: Path) -> str:
     """sha256 (hex) of a file's bytes: the digest a finished cell records of its predictions."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_hash(path)
 
 
 def _read_json_file(path: Path) -> dict[str, Any]:
@@ -114,13 +110,8 @@ def _warn(message: str) -> None:
 
 
 def _write_json_atomic(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not leave half a file behind
-        raise
+    # The store's JSON format (sorted keys, UTF-8, final newline): cell files stay byte-identical to older ones.
+    atomic_write_json(path, value, indent=2, sort_keys=True, ensure_ascii=False, newline=True)
 
 
 def summarize_metrics(rows: Sequence[Mapping[str, Any]], metric_names: Sequence[str]) -> dict[str, Any]:
@@ -364,6 +355,8 @@ class Store:
         summary = summarize_metrics(rows, spec.metrics)
         digest = file_sha256(partial / "predictions.jsonl")
         _write_json_atomic(partial / "metrics.json", {"key": key, **summary, "predictions_sha256": digest})
+        # Not cache.publish/build_once: a cell's staging folder (.partial-<key>) is written across runs and resumed
+        # after a crash, so it must outlive a failed write, which publish would remove; only the rename is shared.
         os.replace(partial, self.cell_path(key))
         self._checked.pop(key, None)
         return self.load(key)

@@ -31,6 +31,10 @@ class Task:
     name: ClassVar[str]
     title: ClassVar[str]
     eval_split: ClassVar[str]  # the split the paper evaluates on ("test", "dev")
+    # Expected counts, checked by the shared dataset contract test (tests/test_tasks.py) for every registered task
+    # with local files: evaluation questions, and the training pool's size (None: no training pool).
+    eval_count: ClassVar[int | None] = None
+    train_count: ClassVar[int | None] = None
     eval_files: ClassVar[tuple[str, ...]] = ()  # relative to the data dir; empty = hub only
     train_files: ClassVar[tuple[str, ...]] = ()  # training-side files (disjoint source), if any
     metrics: ClassVar[tuple[str, ...]] = ("exact_match", "f1", "accuracy")

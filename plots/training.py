@@ -1,6 +1,6 @@
 """Training curves of the checkpoints in a result store (`harness plot training`).
 
-The records are the ones :mod:`harness.methods.trained` writes beside each trained checkpoint:
+The records are the ones :mod:`harness.weights` writes beside each trained checkpoint:
 
 * virtual-token checkpoints: ``<results>/checkpoints/<method>-<hash>.safetensors`` with a sibling
   ``<method>-<hash>.json`` = ``{"spec": training spec, "log": TrainingLog}``;

@@ -20,17 +20,14 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from filelock import FileLock
 
+from harness import cache
 from harness.corpus import Corpus, open_corpus
 from harness.errors import HarnessError
 from harness.paths import cache_dir
@@ -137,12 +134,10 @@ class BM25(Retriever):
         return cache_dir() / "indexes" / f"bm25-{spec_hash(self.spec())}"
 
     def _loaded(self, backend: str) -> tuple[Any, Any]:
-        directory = self.index_dir
-        if not (directory / "harness.json").is_file():
-            directory.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(f"{directory}.lock"):  # two processes must not build the same index at once
-                if not (directory / "harness.json").is_file():
-                    build_bm25_index(self.corpus, self.config, directory)
+        # Under the index's lock: two processes must not build the same index at once.
+        directory = cache.build_once(
+            self.index_dir, lambda staging: _save_bm25_index(self.corpus, self.config, staging), is_built=_index_built
+        )
         return _load_index(directory, self.corpus.fingerprint, self.config, backend)
 
     def search(self, examples: Sequence[Example], k: int) -> list[list[Hit]]:
@@ -196,8 +191,18 @@ def _stable_order(scores: np.ndarray, rows: np.ndarray) -> list[int]:
     return sorted(range(len(rows)), key=lambda j: (-float(scores[j]), int(rows[j])))
 
 
+def _index_built(directory: Path) -> bool:
+    return (directory / "harness.json").is_file()  # written last: its presence marks a whole index
+
+
 def build_bm25_index(corpus: Corpus, config: BM25Config, directory: Path) -> None:
     """Tokenize the corpus as a stream, index it with bm25s and save it atomically to ``directory``."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    cache.publish(directory, lambda staging: _save_bm25_index(corpus, config, staging))
+
+
+def _save_bm25_index(corpus: Corpus, config: BM25Config, staging: Path) -> None:
+    """Tokenize the corpus as a stream, index it with bm25s and save the index into the new folder ``staging``."""
     import bm25s
     from bm25s.tokenization import Tokenized
 
@@ -206,21 +211,12 @@ def build_bm25_index(corpus: Corpus, config: BM25Config, directory: Path) -> Non
     ids = list(tokenizer.streaming_tokenize(texts, update_vocab=True))
     model = bm25s.BM25(k1=config.k1, b=config.b, method=config.method, backend="numpy")
     model.index(Tokenized(ids=ids, vocab=tokenizer.get_vocab_dict()), show_progress=False)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        model.save(str(tmp), show_progress=False)
-        tokenizer.save_vocab(str(tmp))
-        tokenizer.save_stopwords(str(tmp))
-        meta = {"corpus": corpus.fingerprint, "corpus_size": len(corpus), "config": asdict(config), "bm25s": bm25s.__version__}
-        (tmp / "harness.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        os.chmod(tmp, 0o755)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    staging.mkdir()
+    model.save(str(staging), show_progress=False)
+    tokenizer.save_vocab(str(staging))
+    tokenizer.save_stopwords(str(staging))
+    meta = {"corpus": corpus.fingerprint, "corpus_size": len(corpus), "config": asdict(config), "bm25s": bm25s.__version__}
+    (staging / "harness.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
 def check_index_meta(directory: Path, fingerprint: str, what: str) -> dict[str, Any]:

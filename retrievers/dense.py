@@ -33,17 +33,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from filelock import FileLock
 
+from harness import cache
 from harness.corpus import Corpus, open_corpus
 from harness.errors import HarnessError, NotAvailableOffline
 from harness.hub import hub_online
@@ -126,20 +123,16 @@ def weights_identity(directory: Path) -> str:
     stamps = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
     memo_key = hashlib.sha256(json.dumps(stamps).encode()).hexdigest()[:24]
     memo = cache_dir() / "model-hashes" / f"{memo_key}.txt"
-    if memo.is_file():
-        return memo.read_text().strip()
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.relative_to(directory).as_posix().encode())
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-    value = digest.hexdigest()
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(value)
-    os.replace(tmp, memo)
-    return value
+
+    def compute(tmp: Path) -> None:
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.relative_to(directory).as_posix().encode())
+            cache.update_with_file(digest, path)
+        tmp.write_text(digest.hexdigest())
+
+    # Under the memo's lock: two processes hash the same weights once.
+    return cache.build_once(memo, compute, is_built=Path.is_file).read_text().strip()
 
 
 @functools.lru_cache(maxsize=2)
@@ -206,13 +199,13 @@ class DenseRetriever(Retriever):
 
     def embeddings(self) -> np.ndarray:
         """The passage embeddings (rows in corpus order) as a read-only memmap, encoding what is missing."""
-        final = self.embeddings_dir / "embeddings.npy"
-        if not final.is_file():
-            self.embeddings_dir.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(f"{self.embeddings_dir}.lock"):  # one encoder per corpus and model at a time
-                if not final.is_file():
-                    encode_corpus(self, self.embeddings_dir)
-        return np.load(final, mmap_mode="r")
+        # One encoder per corpus and model at a time; in place, because encoding resumes from the chunks a killed
+        # run left in the folder (embeddings.npy, published last, marks it finished).
+        cache.build_once(
+            self.embeddings_dir, lambda directory: encode_corpus(self, directory),
+            is_built=lambda directory: (directory / "embeddings.npy").is_file(), in_place=True,
+        )
+        return np.load(self.embeddings_dir / "embeddings.npy", mmap_mode="r")
 
     def index(self) -> Any:
         return _load_faiss(self.index_path, self)
@@ -271,7 +264,7 @@ def encode_corpus(retriever: DenseRetriever, directory: Path) -> None:
     """Encode every passage in chunks (resuming after a crash), then assemble ``embeddings.npy`` atomically."""
     corpus = retriever.corpus
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "harness.json").write_text(json.dumps(retriever._embedding_spec(), indent=2), encoding="utf-8")
+    cache.atomic_write_json(directory / "harness.json", retriever._embedding_spec())
     n_chunks = (len(corpus) + CHUNK_ROWS - 1) // CHUNK_ROWS
     chunk_path = [directory / f"chunk-{i:06d}.npy" for i in range(n_chunks)]
     done = sum(min(CHUNK_ROWS, len(corpus) - i * CHUNK_ROWS) for i in range(n_chunks) if chunk_path[i].is_file())
@@ -289,18 +282,19 @@ def encode_corpus(retriever: DenseRetriever, directory: Path) -> None:
                 vectors.append(model.encode(texts, batch_size=retriever.batch_size, normalize_embeddings=True,
                                             convert_to_numpy=True, show_progress_bar=False).astype(np.float32))
                 progress.advance(task, len(texts))
-            tmp = chunk_path[i].with_suffix(".tmp.npy")
-            np.save(tmp, np.concatenate(vectors))
-            os.replace(tmp, chunk_path[i])
+            chunk = np.concatenate(vectors)
+            cache.atomic_write(chunk_path[i], lambda handle, chunk=chunk: np.save(handle, chunk), binary=True)
     dim = np.load(chunk_path[0], mmap_mode="r").shape[1]
-    tmp = directory / "embeddings.tmp.npy"
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(corpus), dim))
-    for i, path in enumerate(chunk_path):
-        chunk = np.load(path)
-        out[i * CHUNK_ROWS : i * CHUNK_ROWS + len(chunk)] = chunk
-    out.flush()
-    del out
-    os.replace(tmp, directory / "embeddings.npy")
+
+    def assemble(tmp: Path) -> None:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(corpus), dim))
+        for i, path in enumerate(chunk_path):
+            chunk = np.load(path)
+            out[i * CHUNK_ROWS : i * CHUNK_ROWS + len(chunk)] = chunk
+        out.flush()
+        del out
+
+    cache.publish(directory / "embeddings.npy", assemble)
     for path in chunk_path:
         path.unlink()
 
@@ -319,11 +313,14 @@ def _load_faiss(path: Path, retriever: DenseRetriever) -> Any:
             )
         return faiss.read_index(str(path))
     embeddings = retriever.embeddings()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{path.parent}.lock"):
-        if path.is_file() and meta_path.is_file():
-            return faiss.read_index(str(path))
-        return _build_faiss(path, retriever, embeddings)
+    built: list[Any] = []
+    # In place: the index and then its harness.json are published in turn (both mark it built), under the lock of
+    # the index folder.
+    cache.build_once(
+        path, lambda target: built.append(_build_faiss(target, retriever, embeddings)),
+        is_built=lambda target: target.is_file() and meta_path.is_file(), lock=f"{path.parent}.lock", in_place=True,
+    )
+    return built[0] if built else faiss.read_index(str(path))
 
 
 def _build_faiss(path: Path, retriever: DenseRetriever, embeddings: np.ndarray) -> Any:
@@ -338,14 +335,8 @@ def _build_faiss(path: Path, retriever: DenseRetriever, embeddings: np.ndarray) 
         index.train(np.ascontiguousarray(embeddings))
     for start in range(0, embeddings.shape[0], 65536):
         index.add(np.ascontiguousarray(embeddings[start : start + 65536]))
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".faiss.", dir=path.parent))
-    try:
-        faiss.write_index(index, str(tmp_dir / path.name))
-        (tmp_dir / "harness.json").write_text(json.dumps(retriever.spec(), indent=2), encoding="utf-8")
-        os.replace(tmp_dir / path.name, path)
-        os.replace(tmp_dir / "harness.json", meta_path)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+    cache.publish(path, lambda tmp: faiss.write_index(index, str(tmp)))
+    cache.atomic_write_json(meta_path, retriever.spec())
     return index
 
 

@@ -16,6 +16,7 @@ class Bamboogle(Task):
     name = "bamboogle"
     title = "Bamboogle"
     eval_split = "test"
+    eval_count = 125
     eval_files = ("bamboogle/bamboogle_test_questions_and_answers.json",)
     held_out = True
     hub = HubSource("bamboogle", eval_split="test")

@@ -44,6 +44,8 @@ class CoQA(Task):
     name = "coqa"
     title = "CoQA (first-round questions)"
     eval_split = "test"
+    eval_count = 500
+    train_count = 200
     eval_files = (FILE,)
     train_files = (FILE,)
     license = "per domain (CC BY-SA 4.0 / MSR-LA / RACE / Apache-2.0)"

@@ -17,6 +17,7 @@ class CuratedTREC(Task):
     name = "curatedtrec"
     title = "CuratedTREC"
     eval_split = "test"
+    eval_count = 694
     eval_files = ("curatedtrec/large2180-test.tsv",)
     metrics = ("regex_match",)
     hub = HubSource("curatedtrec", eval_split="test", train_split="train")

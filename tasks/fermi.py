@@ -17,6 +17,7 @@ class Fermi(Task):
     name = "fermi"
     title = "Fermi (SynthFP)"
     eval_split = "test"
+    eval_count = 1_000
     eval_files = ("fermi/test_synthfp.json",)
     held_out = True
     hub = HubSource("fermi", eval_split="test")

@@ -18,6 +18,8 @@ class HotpotQA(Task):
     name = "hotpotqa"
     title = "HotpotQA"
     eval_split = "dev"
+    eval_count = 7_405
+    train_count = 500
     eval_files = ("hotpotqa/dev.jsonl",)
     train_files = ("hotpotqa_train/train.jsonl",)
     hub = HubSource("hotpotqa", eval_split="dev", train_split="train")

@@ -16,6 +16,7 @@ class MuSiQue(Task):
     name = "musique"
     title = "MuSiQue"
     eval_split = "dev"
+    eval_count = 2_417
     eval_files = ("musique/dev.jsonl",)
     held_out = True
     hub = HubSource("musique", eval_split="dev")

@@ -18,6 +18,8 @@ class NaturalQuestions(Task):
     name = "nq"
     title = "Natural Questions (open)"
     eval_split = "test"
+    eval_count = 3_610
+    train_count = 10_549
     eval_files = ("nq_open/NQ-open.dev.jsonl",)
     train_files = ("dpr_qas/topics.nq.dev.txt", "nq_open/NQ-open.efficientqa.dev.1.1.jsonl")
     hub = HubSource("nq", eval_split="test", train_split="train")

@@ -16,6 +16,7 @@ class PopQA(Task):
     name = "popqa"
     title = "PopQA"
     eval_split = "test"
+    eval_count = 14_267
     eval_files = ("popqa/test.jsonl",)
     held_out = True
     hub = HubSource("popqa", eval_split="test")

@@ -18,6 +18,8 @@ class SQuAD(Task):
     name = "squad"
     title = "SQuAD v1.1"
     eval_split = "dev"
+    eval_count = 10_570
+    train_count = 500
     eval_files = ("dpr_qas/topics.dpr.squad.test.txt",)
     train_files = ("squad_train_subset/train.jsonl",)
     hub = HubSource("squad", eval_split="dev", train_split="train")

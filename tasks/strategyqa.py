@@ -18,6 +18,7 @@ class StrategyQA(Task):
     name = "strategyqa"
     title = "StrategyQA"
     eval_split = "train"
+    eval_count = 2_290
     eval_files = ("strategyqa/strategyqa_train.json",)
     metrics = ("exact_match", "accuracy")
     license = "MIT"

@@ -18,6 +18,8 @@ class TriviaQA(Task):
     name = "triviaqa"
     title = "TriviaQA"
     eval_split = "test"
+    eval_count = 11_313
+    train_count = 8_829
     eval_files = ("dpr_qas/topics.dpr.trivia.test.txt",)
     train_files = ("dpr_qas/topics.dpr.trivia.dev.txt",)
     hub = HubSource("triviaqa", eval_split="test", train_split="train")

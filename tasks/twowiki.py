@@ -18,6 +18,8 @@ class TwoWikiMultihopQA(Task):
     name = "2wiki"
     title = "2WikiMultihopQA"
     eval_split = "dev"
+    eval_count = 11_310
+    train_count = 1_266
     eval_files = ("2wikimultihopqa/dev.jsonl",)
     carve_modulus = 10
     hub = HubSource("2wikimultihopqa", eval_split="dev", train_split="train")

@@ -17,6 +17,8 @@ class WebQuestions(Task):
     name = "webq"
     title = "WebQuestions"
     eval_split = "test"
+    eval_count = 2_032
+    train_count = 3_771
     eval_files = ("webquestions/test.json",)
     train_files = ("webquestions/trainmodel.json", "webquestions/val.json", "webquestions/devtest.json")
     hub = HubSource("web_questions", eval_split="test", train_split="train")

@@ -12,7 +12,7 @@ def test_unknown_listing_exits_2_with_did_you_mean(capsys):
     assert main(["ls", "datasetz"]) == 2
     captured = capsys.readouterr()
     assert captured.err.strip() == (
-        "error: unknown listing 'datasetz'. Did you mean 'datasets'? Valid listings: datasets, methods, metrics, suites."
+        "error: unknown listing 'datasetz'. Did you mean 'datasets'? Valid listings: datasets, methods, metrics, retrievers, suites."
     )
     assert "Traceback" not in captured.err
 
@@ -29,9 +29,14 @@ def test_ls_suites_and_metrics(capsys):
 def test_ls_methods_lists_every_method_with_its_options(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")  # one table row per line
     assert main(["ls", "methods"]) == 0
-    rows = {line.split("│")[1].strip(): line for line in capsys.readouterr().out.splitlines() if line.startswith("│")}
+    rows: dict[str, str] = {}
+    for line in capsys.readouterr().out.splitlines():  # a wrapped row continues on lines with an empty first cell
+        if line.startswith("│"):
+            name = line.split("│")[1].strip()
+            last = name or last
+            rows[last] = rows.get(last, "") + line
     assert {"closed-book", "concat", "prompt", "prompt-chat", "prompt-fewshot", "spring", "lora", "spring-plus", "prefix"} <= set(rows)
-    assert "--shots" in rows["prompt-fewshot"] and "pool, seed" in rows["prompt-fewshot"]
+    assert "--shots" in rows["prompt-fewshot"] and "seed=0, pool=None" in rows["prompt-fewshot"]
     assert "spring-trq" in rows["prefix"] and "impl" in rows["prefix"] and "--tokens" in rows["prefix"]
 
 

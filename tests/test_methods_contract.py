@@ -117,3 +117,49 @@ def test_render_matches_the_segments(name, backend):
 def test_chat_template_is_a_parameter_in_the_spec():
     assert _make("prompt").spec()["params"] == {"chat_template": False}
     assert METHODS.get("prompt")(chat_template=True).spec()["params"] == {"chat_template": True}
+
+
+# Training options that keep every trained method's run to a few tiny steps (TrainingConfig fields: any trained method).
+TINY_TRAINING = (("examples", "2"), ("batch_size", "2"), ("dev_examples", "0"), ("eval_every", "0"))
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_runs_through_the_engine(name, world):
+    """The whole path the engine takes with a method, with no per-method set-up here: options, prepare (training
+    included), prepare_dataset, backend_for, build_input, a stored and scored cell, then the same cell read back."""
+    from tiny_world import run_config
+
+    from harness.runner import run
+    from harness.store import Store
+
+    cls = METHODS.get(name)
+    options = tuple((f"{name}.{key}", value) for key, value in TINY_TRAINING) if cls.trained else ()
+    config = run_config(world, methods=(name,), tokens=(2,), shots=(1,), limit=2, method_options=options)
+    cells, notices = run(config)
+    assert not notices, notices
+    assert len(cells) == 1 and cells[0].spec.method["name"] == name
+    stored = Store(world["results"]).load(cells[0].key)
+    assert [row["id"] for row in stored.predictions()] == [e.id for e in cells[0].examples]
+    assert set(stored.metrics["metrics"]) >= {"exact_match", "f1"}
+    again, _ = run(config)  # a second run plans the same key and computes nothing
+    assert [cell.key for cell in again] == [cells[0].key]
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_options_are_declared_typed_and_documented(name):
+    import dataclasses
+
+    from harness.errors import HarnessError
+    from harness.options import declared_values, option_fields
+
+    cls = METHODS.get(name)
+    assert dataclasses.is_dataclass(cls.Options) and cls.Options.__dataclass_params__.frozen
+    fields = option_fields(cls.Options)
+    assert all(f.help and f.kind in (int, float, bool, str) for f in fields.values())
+    assert cls().spec()["method"] == name  # the declared defaults build the method
+    for f in fields.values():  # every option's text form goes through the router back to its default
+        if f.default is not None:
+            text = str(f.default).lower() if f.kind is bool else str(f.default)
+            assert declared_values(name, cls.Options, [(f.name, text)]) == {f.name: f.default}
+    with pytest.raises(HarnessError, match="no_such_key"):
+        declared_values(name, cls.Options, [("no_such_key", "1")])

@@ -15,7 +15,8 @@ from harness.errors import HarnessError, UnknownNameError
 from harness.generation import DecodingConfig, HFBackend
 from harness.methods.prefix import Prefix, PrefixTrainer
 from harness.methods.spring import initial_tokens
-from harness.methods.trained import PEFT_WEIGHTS, load_peft_prompt, prefix_peft_tokens, train_prefix_peft
+from harness.methods.prefix import load_peft_prompt, peft_prompt_tokens, train_prefix_peft
+from harness.weights import PEFT_WEIGHTS
 from harness.metrics import exact_match
 from harness.models import load_model
 from harness.runner import RunContext, run
@@ -73,7 +74,7 @@ def test_the_tokens_come_first_even_before_bos(backend):
     # Training inputs put them in the same place, with all n tokens (fixed_k is prefix's default).
     inputs, _ = PrefixTrainer(method, backend, method.weights, CONFIG).inputs(ITEMS[:1], random.Random(0))
     assert [s.role for s in inputs[0]][:2] == [VIRTUAL_TOKENS, BOS] and len(inputs[0][0]) == 3
-    assert method.fixed_k is True and Prefix(fixed_k="false").fixed_k is False
+    assert method.fixed_k is True and Prefix(fixed_k=False).fixed_k is False
     assert method.params()["impl"] == "spring" and Prefix(impl="peft").params()["impl"] == "peft"
 
 
@@ -137,8 +138,8 @@ def test_peft_checkpoint_is_peft_format_and_round_trips(backend, trained):
     assert (ours - theirs).abs().max() <= 1e-4
     # --option prefix.checkpoint=FOLDER with impl=peft uses such a folder as it is (n from the folder).
     method = Prefix(tokens=2, impl="peft", checkpoint=str(folder))
-    context = SimpleNamespace(config=SimpleNamespace(model=str(tiny_model_dir())))
-    loaded, digest = prefix_peft_tokens(method, context, "none")
+    context = SimpleNamespace(model_name=str(tiny_model_dir()))
+    loaded, digest = peft_prompt_tokens(method, context, "none")
     assert torch.equal(loaded, weights) and digest == tensor_hash(weights) and method.n == N
     with pytest.raises(HarnessError, match="hidden size 32"):
         load_peft_prompt(folder, hidden_size=32)
@@ -148,7 +149,7 @@ def test_peft_checkpoint_is_peft_format_and_round_trips(backend, trained):
 
 def test_bad_options_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(HarnessError, match="prefix.impl=peft always trains all n tokens"):
-        Prefix(impl="peft", fixed_k="false")
+        Prefix(impl="peft", fixed_k=False)
     with pytest.raises(UnknownNameError, match="unknown prefix impl 'pefft'. Did you mean 'peft'"):
         Prefix(impl="pefft")
     with pytest.raises(HarnessError, match="prefix always puts its tokens first"):

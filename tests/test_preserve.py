@@ -13,6 +13,8 @@ import torch
 from tiny_model import tiny_loaded
 
 from harness import preserve
+from harness.preserve import lm as preserve_lm
+from harness.preserve import run as preserve_run
 from harness.errors import HarnessError
 from harness.store import Store
 
@@ -133,7 +135,7 @@ def _requests(kind: str = "loglikelihood"):
 
 
 def _plugged(loaded, virtual_tokens, batch_size=2):
-    return preserve.PluggedHFLM(
+    return preserve_lm.PluggedHFLM(
         pretrained=loaded.model, tokenizer=loaded.tokenizer, virtual_tokens=virtual_tokens,
         question_of=lambda instance: instance.doc["q"], batch_size=batch_size,
     )
@@ -171,7 +173,7 @@ def test_virtual_tokens_sit_right_before_the_question(loaded):
 
 def test_truncation_keeps_the_virtual_tokens(loaded):
     lm = _plugged(loaded, _vt(loaded))
-    v = preserve.VIRTUAL_TOKEN_ID
+    v = preserve_lm.VIRTUAL_TOKEN_ID
     tokens = [1, 2, 3, v, v, v, 7, 8]
     assert lm.fit(tokens, 8) == tokens
     assert lm.fit(tokens, 6) == [3, v, v, v, 7, 8]  # prefix first
@@ -287,7 +289,7 @@ def test_cli_command_runs_base_and_prints_the_table(loaded, small_data, tmp_path
     assert "boolq 0-shot,2," in result.output
     (db,) = (tmp_path / "cache").iterdir()  # lm-eval's response cache, named by model + method hash
     assert db.name.startswith("lm-eval-") and db.suffix == ".db"
-    assert preserve._cache_path(tmp_path, {"id": "m"}, {"name": "base"}) != preserve._cache_path(
+    assert preserve_run._cache_path(tmp_path, {"id": "m"}, {"name": "base"}) != preserve_run._cache_path(
         tmp_path, {"id": "m"}, {"name": "spring", "plugged": True, "virtual_tokens_hash": "x"}
     )
     failing = CliRunner().invoke(app, ["preserve", "--tasks", "boolq", "--method", "base,lora", "--data-dir", str(small_data),

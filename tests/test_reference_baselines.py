@@ -42,7 +42,7 @@ def test_prompt_chat_is_p1_as_the_user_turn_of_the_chat_template():
 
 def test_prompt_chat_refuses_a_backbone_without_chat_template_and_keys_the_template():
     tokenizer = build_tokenizer()
-    context = SimpleNamespace(tokenizer=tokenizer, config=SimpleNamespace(model="tiny"))
+    context = SimpleNamespace(tokenizer=tokenizer, model_name="tiny")
     method = METHODS.get("prompt-chat")()
     method.prepare_dataset(context, "bm25", "nq")
     keyed = method.spec()["params"]["chat_template_hash"]
@@ -94,7 +94,7 @@ def test_fewshot_without_shots_and_bad_options_are_one_line_errors():
         METHODS.get("prompt-fewshot")().build_input(QUESTION, PASSAGES, build_tokenizer())
     with pytest.raises(HarnessError, match="at least 1 shot"):
         METHODS.get("prompt-fewshot")(shots=0)
-    context = SimpleNamespace(config=SimpleNamespace(data_dir=None, seed=0, passages=(3,)))
+    context = SimpleNamespace(data_dir=None, seed=0, max_passages=3)
     with pytest.raises(HarnessError, match="bamboogle is a held-out dataset.*--option prompt-fewshot.pool=nq"):
         METHODS.get("prompt-fewshot")().prepare_dataset(context, "bm25", "bamboogle")
 

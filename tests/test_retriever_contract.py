@@ -1,6 +1,9 @@
 """The contract every registered retriever keeps, checked on a tiny corpus for each one that runs offline.
 
-A new retriever is covered automatically once it is registered in ``retrievers/__init__.py``.
+A new retriever is covered automatically once it is registered in ``retrievers/__init__.py``. The contract is
+structural (a JSON-able stable spec naming its corpus, k respected, ranks and scores ordered, ids that resolve to
+passages of the corpus, determinism, a cached run that reads back equal), never relevance: whether the right
+passage ranks first is each retriever's own test (tests/test_retrievers.py), so a random retriever passes here.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import pytest
 
 from harness.errors import NotAvailableOffline
 from harness.plugins import RETRIEVERS
-from harness.retrieval import RetrieverContext, make_retriever
+from harness.retrieval import RetrieverContext, get_run, make_retriever
 from harness.retriever import Retriever
 from harness.types import Example
 
@@ -50,7 +53,7 @@ def corpus_file(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", RETRIEVERS.names())
-def test_retriever_contract(name, corpus_file, real_data_dir):
+def test_retriever_contract(name, corpus_file, real_data_dir, tmp_path):
     context = RetrieverContext(corpus=str(corpus_file), data_dir=real_data_dir, dataset="nq", options=FAST.get(name, ()))
     try:
         retriever = make_retriever(name, context)
@@ -80,7 +83,12 @@ def test_retriever_contract(name, corpus_file, real_data_dir):
         assert retriever.search(EXAMPLES, k) == results, "search must be deterministic"
     assert retriever.search([], 3) == []
 
-    if name != "none":
-        top = [hits[0] for hits in retriever.search(EXAMPLES, 3) if hits]
-        assert top, f"{name} found nothing for questions its corpus answers"
-        assert "Röntgen" in retriever.passage(top[0].passage_id).text
+    corpus_ids = {row["id"] for row in ROWS}
+    if name != "oracle":  # the oracle serves the dataset's own gold passages, not the corpus's
+        assert {h.passage_id for hits in retriever.search(EXAMPLES, 10) for h in hits} <= corpus_ids
+
+    # Cache round trip: the run stored in a result store reads back equal, and is served from the file.
+    first = get_run(retriever, "nq", "eval", EXAMPLES, 2, tmp_path / "results")
+    again = get_run(make_retriever(name, context), "nq", "eval", EXAMPLES, 2, tmp_path / "results")
+    assert not first.cached and again.cached and again.path == first.path
+    assert dict(again.hits) == dict(first.hits) == {e.id: tuple(hits) for e, hits in zip(EXAMPLES, retriever.search(EXAMPLES, 2))}

@@ -206,7 +206,7 @@ SMALL_SPRING = (("spring.n", "3"), ("spring.examples", "4"), ("spring.batch_size
 
 
 def test_a_checkpoint_never_exists_without_its_training_record(world, monkeypatch):
-    import harness.methods.trained as trained
+    import harness.weights as trained
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # the process dies after the record, before the tensor is published
@@ -257,3 +257,18 @@ def test_a_checkpoint_from_harness_train_serves_harness_run_with_a_limit(world, 
     assert main(run_flags) == 0
     assert "training spring" not in capsys.readouterr().out
     assert sorted(p.name for p in (world["results"] / "checkpoints").iterdir()) == written
+
+
+def test_retriever_options_reach_the_retriever_and_its_key(world):
+    # --option bm25.k1=0.5 reaches bm25 through the same router as method options, and changes the cell key.
+    plain, _ = run(_config(world, methods=("prompt",)))
+    tuned, _ = run(_config(world, methods=("prompt",), method_options=(("bm25.k1", "0.5"),)))
+    assert tuned[0].spec.retriever["k1"] == 0.5 != plain[0].spec.retriever["k1"]
+    assert tuned[0].key != plain[0].key
+
+
+def test_one_retrieval_run_at_the_largest_m_serves_every_m(world):
+    cells, _ = run(_config(world, methods=("prompt",), passages=(1, 2)))
+    assert sorted(cell.spec.passages for cell in cells) == [1, 2]
+    runs = sorted(p.name.split(".")[1] for p in (world["results"] / "retrieval").rglob("q*.jsonl") if "/eval/" in str(p))
+    assert runs == ["k2"]  # m=1 read the first passage of the k=2 run instead of retrieving again

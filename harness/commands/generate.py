@@ -160,49 +160,51 @@ def results_table(result: GenerateResult, title: str) -> Table:
     return table
 
 
+def generate(
+    model: str = typer.Option("smollm2-135m", "--model", help="alias, hub id or local model folder"),
+    dataset: str = typer.Option("nq", "--dataset", help="dataset name (harness ls datasets)"),
+    method: str = typer.Option("prompt", "--method", help="closed-book, concat, prompt, ..."),
+    retriever: str = typer.Option("none", "--retriever", help="none, oracle, bm25, minilm, ..."),
+    k: int = typer.Option(5, "--k", min=0, help="passages per question"),
+    limit: Optional[int] = typer.Option(20, "--limit", min=0, help="first N questions (0 = all)"),
+    split: str = typer.Option("eval", "--split", help="eval or train"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
+    corpus: Optional[str] = typer.Option(None, "--corpus", help="passage corpus for bm25/dense retrievers"),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (fp32 on CPU, bf16 on GPUs with bf16), fp32, bf16, fp16"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="allow the model folder's own code"),
+    chat_template: bool = typer.Option(False, "--chat-template", help="wrap inputs in the model's chat template"),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="inputs per batch (results do not depend on it)"),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1),
+    max_input_tokens: Optional[int] = typer.Option(None, "--max-input-tokens",
+                                                   help="cut passage text beyond this (default: model limit)"),
+    show_input: bool = typer.Option(False, "--show-input", help="print the first example's full input"),
+) -> None:
+    """Answer --limit questions greedily; print question, gold, prediction, EM and F1 per example."""
+    result = generate_answers(
+        model=model, dataset=dataset, method=method, retriever=retriever, k=k, limit=limit or None,
+        split=split, data_dir=data_dir, corpus=corpus, dtype=dtype, device=device,
+        trust_remote_code=trust_remote_code, chat_template=chat_template, batch_size=batch_size,
+        max_new_tokens=max_new_tokens, max_input_tokens=max_input_tokens,
+    )
+    out = console()
+    if show_input:
+        out.rule("first input")
+        out.print(result.first_input, markup=False, highlight=False)
+        out.rule()
+    chat = " + chat template" if chat_template else ""
+    title = f"{dataset}/{split} · {method}{chat} · retriever {retriever} (k={k}) · {model} ({result.model['dtype']})"
+    out.print(results_table(result, title))
+    tokens = sum(r.input_tokens for r in result.rows)
+    with_passages = sum(1 for r in result.rows if r.passages)
+    out.print(
+        f"{len(result.rows)} questions ({with_passages} with passages, {tokens:,} input tokens): "
+        f"load {result.load_seconds:.1f}s, retrieve {result.retrieve_seconds:.1f}s, "
+        f"generate {result.generate_seconds:.1f}s · template {result.method['template']['hash']} · "
+        f"weights {result.model['weights_hash'][:19]}",
+        highlight=False,
+    )
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("generate")
-    def generate(
-        model: str = typer.Option("smollm2-135m", "--model", help="alias, hub id or local model folder"),
-        dataset: str = typer.Option("nq", "--dataset", help="dataset name (harness ls datasets)"),
-        method: str = typer.Option("prompt", "--method", help="closed-book, concat, prompt, ..."),
-        retriever: str = typer.Option("none", "--retriever", help="none, oracle, bm25, minilm, ..."),
-        k: int = typer.Option(5, "--k", min=0, help="passages per question"),
-        limit: Optional[int] = typer.Option(20, "--limit", min=0, help="first N questions (0 = all)"),
-        split: str = typer.Option("eval", "--split", help="eval or train"),
-        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
-        corpus: Optional[str] = typer.Option(None, "--corpus", help="passage corpus for bm25/dense retrievers"),
-        dtype: str = typer.Option("auto", "--dtype", help="auto (fp32 on CPU, bf16 on GPUs with bf16), fp32, bf16, fp16"),
-        device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)"),
-        trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="allow the model folder's own code"),
-        chat_template: bool = typer.Option(False, "--chat-template", help="wrap inputs in the model's chat template"),
-        batch_size: int = typer.Option(8, "--batch-size", min=1, help="inputs per batch (results do not depend on it)"),
-        max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1),
-        max_input_tokens: Optional[int] = typer.Option(None, "--max-input-tokens",
-                                                       help="cut passage text beyond this (default: model limit)"),
-        show_input: bool = typer.Option(False, "--show-input", help="print the first example's full input"),
-    ) -> None:
-        """Answer --limit questions greedily; print question, gold, prediction, EM and F1 per example."""
-        result = generate_answers(
-            model=model, dataset=dataset, method=method, retriever=retriever, k=k, limit=limit or None,
-            split=split, data_dir=data_dir, corpus=corpus, dtype=dtype, device=device,
-            trust_remote_code=trust_remote_code, chat_template=chat_template, batch_size=batch_size,
-            max_new_tokens=max_new_tokens, max_input_tokens=max_input_tokens,
-        )
-        out = console()
-        if show_input:
-            out.rule("first input")
-            out.print(result.first_input, markup=False, highlight=False)
-            out.rule()
-        chat = " + chat template" if chat_template else ""
-        title = f"{dataset}/{split} · {method}{chat} · retriever {retriever} (k={k}) · {model} ({result.model['dtype']})"
-        out.print(results_table(result, title))
-        tokens = sum(r.input_tokens for r in result.rows)
-        with_passages = sum(1 for r in result.rows if r.passages)
-        out.print(
-            f"{len(result.rows)} questions ({with_passages} with passages, {tokens:,} input tokens): "
-            f"load {result.load_seconds:.1f}s, retrieve {result.retrieve_seconds:.1f}s, "
-            f"generate {result.generate_seconds:.1f}s · template {result.method['template']['hash']} · "
-            f"weights {result.model['weights_hash'][:19]}",
-            highlight=False,
-        )
+    app.command("generate")(generate)

@@ -34,86 +34,88 @@ def _check_stored(flag: str, column: str, values: list[str], frame) -> None:
             )
 
 
+def leaderboard_command(
+    suite: str = typer.Option("qa12", "--suite", help="suite(s) or dataset(s), comma-separated"),
+    model: Optional[str] = typer.Option(None, "--model", help="backbone id to show"),
+    retriever: Optional[str] = typer.Option(None, "--retriever", help="only cells of this retriever"),
+    method: Optional[str] = typer.Option(None, "--method", help="only these methods (labels), comma-separated"),
+    metrics: str = typer.Option("exact_match,f1", "--metrics", help="comma-separated metric names"),
+    fmt: str = typer.Option("table", "--format", help="table, md, csv or json"),
+    compare: Optional[str] = typer.Option(None, "--compare", help="A,B: paired bootstrap CI of B - A"),
+    all_models: bool = typer.Option(False, "--all-models", help="allow several backbones in one table"),
+    preserve: bool = typer.Option(False, "--preserve", help="the preservation table (task x method, vs base)"),
+    results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
+) -> None:
+    """Print the leaderboard of finished cells: EM/F1 per dataset and method, with averages."""
+    from harness.leaderboard import (
+        cells_frame,
+        compare as compare_methods,
+        comparison_display,
+        leaderboard,
+        render,
+        select,
+        verdict_lines,
+    )
+    from harness.metrics import METRICS
+    from harness.paths import store_folder
+    from harness.store import Store
+    from harness.suites import resolve_suite
+
+    if fmt not in FORMATS:
+        raise unknown_name("format", fmt, FORMATS)
+    store_folder(results)
+    if preserve:
+        from harness.commands.preserve import print_preservation
+
+        print_preservation(results, model, fmt)
+        return
+    metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
+    for name in metric_names:
+        if name not in METRICS:
+            raise unknown_name("metric", name, METRICS)
+    datasets = resolve_suite(suite)
+    store = Store(results)
+    frame = cells_frame(store)
+    if not frame.empty:  # an empty store is select's error; a filter naming nothing stored is said here
+        for flag, column, values in (
+            ("--model", "model", [model] if model else []),
+            ("--retriever", "retriever", [retriever] if retriever else []),
+            ("--method", "method", _labels(method) if method else []),
+        ):
+            _check_stored(flag, column, values, frame)
+    picked = select(
+        frame,
+        datasets,
+        model=model,
+        retriever=retriever,
+        methods=_labels(method) if method else None,
+        all_models=all_models,
+    )
+    out = console()
+    if compare:
+        parts = _labels(compare)
+        if len(parts) != 2:
+            raise HarnessError("--compare takes two method labels: A,B (prints B - A)")
+        for metric in metric_names:
+            result = compare_methods(store, picked, parts[0], parts[1], metric)
+            if fmt == "table":
+                out.print(escape(result.header), soft_wrap=True)  # a title would wrap at the narrow table's width
+                out.print(frame_table(comparison_display(result), ""))
+            else:
+                print(result.header)
+                print(result.table.round(3).to_csv() if fmt == "csv" else result.table.round(3).to_markdown())
+        return
+    if fmt == "table":
+        print_leaderboard(out, picked, datasets, metric_names, store)
+        return
+    board = leaderboard(picked, datasets, metric_names, store=store)
+    print(render(board, fmt), end="")
+    if fmt == "md":  # csv and json stay machine-readable
+        # Each trained method against the strongest cheap reference (none without both kinds of column).
+        verdicts = verdict_lines(store, picked, metric="exact_match" if "exact_match" in metric_names else metric_names[0])
+        if verdicts:
+            print("".join(f"\n{line}" for line in verdicts))
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("leaderboard")
-    def leaderboard_command(
-        suite: str = typer.Option("qa12", "--suite", help="suite(s) or dataset(s), comma-separated"),
-        model: Optional[str] = typer.Option(None, "--model", help="backbone id to show"),
-        retriever: Optional[str] = typer.Option(None, "--retriever", help="only cells of this retriever"),
-        method: Optional[str] = typer.Option(None, "--method", help="only these methods (labels), comma-separated"),
-        metrics: str = typer.Option("exact_match,f1", "--metrics", help="comma-separated metric names"),
-        fmt: str = typer.Option("table", "--format", help="table, md, csv or json"),
-        compare: Optional[str] = typer.Option(None, "--compare", help="A,B: paired bootstrap CI of B - A"),
-        all_models: bool = typer.Option(False, "--all-models", help="allow several backbones in one table"),
-        preserve: bool = typer.Option(False, "--preserve", help="the preservation table (task x method, vs base)"),
-        results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
-    ) -> None:
-        """Print the leaderboard of finished cells: EM/F1 per dataset and method, with averages."""
-        from harness.leaderboard import (
-            cells_frame,
-            compare as compare_methods,
-            comparison_display,
-            leaderboard,
-            render,
-            select,
-            verdict_lines,
-        )
-        from harness.metrics import METRICS
-        from harness.paths import store_folder
-        from harness.store import Store
-        from harness.suites import resolve_suite
-
-        if fmt not in FORMATS:
-            raise unknown_name("format", fmt, FORMATS)
-        store_folder(results)
-        if preserve:
-            from harness.commands.preserve import print_preservation
-
-            print_preservation(results, model, fmt)
-            return
-        metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
-        for name in metric_names:
-            if name not in METRICS:
-                raise unknown_name("metric", name, METRICS)
-        datasets = resolve_suite(suite)
-        store = Store(results)
-        frame = cells_frame(store)
-        if not frame.empty:  # an empty store is select's error; a filter naming nothing stored is said here
-            for flag, column, values in (
-                ("--model", "model", [model] if model else []),
-                ("--retriever", "retriever", [retriever] if retriever else []),
-                ("--method", "method", _labels(method) if method else []),
-            ):
-                _check_stored(flag, column, values, frame)
-        picked = select(
-            frame,
-            datasets,
-            model=model,
-            retriever=retriever,
-            methods=_labels(method) if method else None,
-            all_models=all_models,
-        )
-        out = console()
-        if compare:
-            parts = _labels(compare)
-            if len(parts) != 2:
-                raise HarnessError("--compare takes two method labels: A,B (prints B - A)")
-            for metric in metric_names:
-                result = compare_methods(store, picked, parts[0], parts[1], metric)
-                if fmt == "table":
-                    out.print(escape(result.header), soft_wrap=True)  # a title would wrap at the narrow table's width
-                    out.print(frame_table(comparison_display(result), ""))
-                else:
-                    print(result.header)
-                    print(result.table.round(3).to_csv() if fmt == "csv" else result.table.round(3).to_markdown())
-            return
-        if fmt == "table":
-            print_leaderboard(out, picked, datasets, metric_names, store)
-            return
-        board = leaderboard(picked, datasets, metric_names, store=store)
-        print(render(board, fmt), end="")
-        if fmt == "md":  # csv and json stay machine-readable
-            # Each trained method against the strongest cheap reference (none without both kinds of column).
-            verdicts = verdict_lines(store, picked, metric="exact_match" if "exact_match" in metric_names else metric_names[0])
-            if verdicts:
-                print("".join(f"\n{line}" for line in verdicts))
+    app.command("leaderboard")(leaderboard_command)

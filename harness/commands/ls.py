@@ -1,4 +1,4 @@
-"""`harness ls datasets|suites|metrics|methods`: what the harness knows, as rich tables."""
+"""`harness ls datasets|suites|metrics|methods|retrievers`: what the harness knows, as rich tables."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from harness.console import console
 
 from harness.registry import unknown_name
 
-LISTABLE = ("datasets", "suites", "metrics", "methods")
+LISTABLE = ("datasets", "suites", "metrics", "methods", "retrievers")
 
 
 def _datasets_table(data_dir: Optional[Path]) -> Table:
@@ -61,41 +61,63 @@ def _metrics_table() -> Table:
 
 
 def _methods_table() -> Table:
+    from harness.options import option_fields
     from harness.plugins import METHODS
-    from harness.runner import constructor_options
     from harness.training import TrainingConfig
 
-    table = Table(title="Methods (options: --option METHOD.KEY=VALUE)")
-    for column in ("method", "what it is", "template", "trained", "sweeps", "options"):
+    training = ", ".join(f"{f.name}={f.default}" for f in option_fields(TrainingConfig).values())
+    table = Table(
+        title="Methods (options: --option METHOD.KEY=VALUE)",
+        caption=f"Trained methods also take the training options (defaults without the CPU budget): {training}",
+    )
+    for column in ("method", "what it is", "template", "trained", "sweeps", "preserve", "options"):
         table.add_column(column)
     for name in METHODS.names():
         cls = METHODS.get(name)
-        trained = bool(getattr(cls, "prepare", None))
-        sweeps = "--tokens" if getattr(cls, "uses_tokens", False) else "--shots" if getattr(cls, "uses_shots", False) else ""
-        options = sorted(constructor_options(cls) - {"tokens", "shots"})
-        if trained:
-            options.append("+ training: " + ", ".join(TrainingConfig.__dataclass_fields__))
+        options = [f"{f.name}={f.default}" for f in option_fields(cls.Options).values()]
         summary = (cls.__doc__ or "").strip().splitlines()[0].replace("``", "")
         template = cls().template.name  # the instance's: prefix sets its placement's template
-        table.add_row(name, summary, template, "yes" if trained else "", sweeps, ", ".join(options))
+        sweeps = f"--{cls.sweep}" if cls.sweep else ""
+        table.add_row(
+            name, summary, template, "yes" if cls.trained else "", sweeps, "yes" if cls.preserves else "", ", ".join(options)
+        )
     return table
 
 
+def _retrievers_table() -> Table:
+    import importlib
+
+    from harness.plugins import RETRIEVERS
+
+    table = Table(title="Retrievers (options: --option RETRIEVER.KEY=VALUE; a misspelt key is refused with the valid ones)")
+    for column in ("retriever", "what it is"):
+        table.add_column(column)
+    for name in RETRIEVERS.names():
+        factory = RETRIEVERS.get(name)
+        doc = factory.__doc__ or importlib.import_module(factory.__module__).__doc__ or ""
+        table.add_row(name, doc.strip().splitlines()[0].replace("``", "") if doc.strip() else "")
+    return table
+
+
+def ls(
+    what: str = typer.Argument(..., help="datasets, suites, metrics, methods or retrievers"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
+) -> None:
+    """List datasets (with counts and source), suites, metrics, methods (with their options) or retrievers."""
+    if what not in LISTABLE:
+        raise unknown_name("listing", what, LISTABLE)
+    if what == "datasets":
+        table = _datasets_table(data_dir)
+    elif what == "suites":
+        table = _suites_table()
+    elif what == "methods":
+        table = _methods_table()
+    elif what == "retrievers":
+        table = _retrievers_table()
+    else:
+        table = _metrics_table()
+    console().print(table)
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("ls")
-    def ls(
-        what: str = typer.Argument(..., help="datasets, suites, metrics or methods"),
-        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
-    ) -> None:
-        """List datasets (with counts and source), suites, metrics or methods (with their options)."""
-        if what not in LISTABLE:
-            raise unknown_name("listing", what, LISTABLE)
-        if what == "datasets":
-            table = _datasets_table(data_dir)
-        elif what == "suites":
-            table = _suites_table()
-        elif what == "methods":
-            table = _methods_table()
-        else:
-            table = _metrics_table()
-        console().print(table)
+    app.command("ls")(ls)

@@ -17,86 +17,87 @@ from rich.table import Table
 from harness.console import console
 
 
-def register(app: typer.Typer) -> None:
-    """Mount this command on ``app``."""
+def retrieve(
+    suite: str = typer.Option(..., "--suite", help="suite(s) and/or dataset(s), comma-separated (e.g. qa12, nq)"),
+    retriever: str = typer.Option("bm25", "--retriever", help="retriever(s), comma-separated (e.g. bm25,minilm)"),
+    k: int = typer.Option(5, "--k", min=1, help="passages per question"),
+    split: str = typer.Option("eval", "--split", help="eval or train"),
+    corpus: str = typer.Option("wiki-offline", "--corpus", help="'wiki-offline' or a passage file"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="first N questions of each dataset"),
+    option: list[str] = typer.Option([], "--option", "-o", help="retriever option RETRIEVER.KEY=VALUE (repeatable)"),
+    trec: bool = typer.Option(False, "--trec", help="also write each run in TREC run format"),
+    results: Optional[Path] = typer.Option(None, "--results", help="result store (default results/)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
+) -> None:
+    """Retrieve top-k passages for every question of the suite (cached) and print recall@k per dataset."""
+    from harness.datasets import get_task, load_examples
+    from harness.errors import HarnessError, NotAvailableOffline
+    from harness.paths import results_dir, writable_folder
+    from harness.plugins import RETRIEVERS
+    from harness.retrieval import (
+        NotApplicable,
+        RetrieverContext,
+        get_run,
+        make_retriever,
+        parse_options,
+    )
+    from harness.suites import SUITES, resolve_suite
 
-    @app.command("retrieve")
-    def retrieve(
-        suite: str = typer.Option(..., "--suite", help="suite(s) and/or dataset(s), comma-separated (e.g. qa12, nq)"),
-        retriever: str = typer.Option("bm25", "--retriever", help="retriever(s), comma-separated (e.g. bm25,minilm)"),
-        k: int = typer.Option(5, "--k", min=1, help="passages per question"),
-        split: str = typer.Option("eval", "--split", help="eval or train"),
-        corpus: str = typer.Option("wiki-offline", "--corpus", help="'wiki-offline' or a passage file"),
-        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="first N questions of each dataset"),
-        option: list[str] = typer.Option([], "--option", "-o", help="retriever option RETRIEVER.KEY=VALUE (repeatable)"),
-        trec: bool = typer.Option(False, "--trec", help="also write each run in TREC run format"),
-        results: Optional[Path] = typer.Option(None, "--results", help="result store (default results/)"),
-        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
-    ) -> None:
-        """Retrieve top-k passages for every question of the suite (cached) and print recall@k per dataset."""
-        from harness.datasets import get_task, load_examples
-        from harness.errors import HarnessError, NotAvailableOffline
-        from harness.paths import results_dir, writable_folder
-        from harness.plugins import RETRIEVERS
-        from harness.retrieval import (
-            NotApplicable,
-            RetrieverContext,
-            get_run,
-            make_retriever,
-            parse_options,
-        )
-        from harness.suites import SUITES, resolve_suite
-
-        if split not in ("eval", "train"):
-            raise HarnessError(f"unknown split {split!r}; use eval or train")
-        names = [name.strip() for name in retriever.split(",") if name.strip()]
-        if not names:
-            raise HarnessError("--retriever needs at least one retriever name")
+    if split not in ("eval", "train"):
+        raise HarnessError(f"unknown split {split!r}; use eval or train")
+    names = [name.strip() for name in retriever.split(",") if name.strip()]
+    if not names:
+        raise HarnessError("--retriever needs at least one retriever name")
+    for name in names:
+        RETRIEVERS.check(name)
+    options = {name: parse_options(option, name) for name in names}
+    for pair in option:
+        if pair.partition(".")[0] not in names:
+            raise HarnessError(f"option {pair!r} is for a retriever not in --retriever ({', '.join(names)})")
+    datasets = resolve_suite(suite)
+    parts = [part.strip() for part in suite.split(",") if part.strip()]
+    explicit_only = all(part not in SUITES for part in parts)
+    store = writable_folder(results_dir(results), "--results")
+    out = console()
+    table = Table(title=f"recall@{k} ({split} split, corpus {corpus})")
+    for column in ("dataset", "questions", "retriever", f"recall@{k}", "run", "seconds"):
+        table.add_column(column, justify="right" if column in ("questions", f"recall@{k}", "seconds") else "left")
+    skipped: list[str] = []
+    started = time.perf_counter()
+    for dataset in datasets:
+        task = get_task(dataset)
+        try:
+            if split == "train" and (task.held_out or not task.has_train_pool()):
+                reason = "a held-out dataset" if task.held_out else "a dataset without a training pool"
+                raise NotApplicable(f"{dataset} is {reason}: it has no train split")
+            examples = load_examples(dataset, split, data_dir=data_dir, limit=limit)
+        except (NotAvailableOffline, NotApplicable) as error:
+            if explicit_only:
+                raise
+            skipped.append(f"{dataset}: {error}")
+            table.add_row(dataset, "-", "-", "-", "[yellow]skipped[/yellow]", "-")
+            continue
         for name in names:
-            RETRIEVERS.check(name)
-        options = {name: parse_options(option, name) for name in names}
-        for pair in option:
-            if pair.partition(".")[0] not in names:
-                raise HarnessError(f"option {pair!r} is for a retriever not in --retriever ({', '.join(names)})")
-        datasets = resolve_suite(suite)
-        parts = [part.strip() for part in suite.split(",") if part.strip()]
-        explicit_only = all(part not in SUITES for part in parts)
-        store = writable_folder(results_dir(results), "--results")
-        out = console()
-        table = Table(title=f"recall@{k} ({split} split, corpus {corpus})")
-        for column in ("dataset", "questions", "retriever", f"recall@{k}", "run", "seconds"):
-            table.add_column(column, justify="right" if column in ("questions", f"recall@{k}", "seconds") else "left")
-        skipped: list[str] = []
-        started = time.perf_counter()
-        for dataset in datasets:
-            task = get_task(dataset)
+            context = RetrieverContext(corpus=corpus, data_dir=data_dir, dataset=dataset, options=options[name])
             try:
-                if split == "train" and (task.held_out or not task.has_train_pool()):
-                    reason = "a held-out dataset" if task.held_out else "a dataset without a training pool"
-                    raise NotApplicable(f"{dataset} is {reason}: it has no train split")
-                examples = load_examples(dataset, split, data_dir=data_dir, limit=limit)
-            except (NotAvailableOffline, NotApplicable) as error:
+                built = make_retriever(name, context)
+            except NotApplicable as error:
                 if explicit_only:
                     raise
-                skipped.append(f"{dataset}: {error}")
-                table.add_row(dataset, "-", "-", "-", "[yellow]skipped[/yellow]", "-")
+                skipped.append(f"{dataset} / {name}: {error}")
+                table.add_row(dataset, f"{len(examples):,}", name, "-", "[yellow]skipped[/yellow]", "-")
                 continue
-            for name in names:
-                context = RetrieverContext(corpus=corpus, data_dir=data_dir, dataset=dataset, options=options[name])
-                try:
-                    built = make_retriever(name, context)
-                except NotApplicable as error:
-                    if explicit_only:
-                        raise
-                    skipped.append(f"{dataset} / {name}: {error}")
-                    table.add_row(dataset, f"{len(examples):,}", name, "-", "[yellow]skipped[/yellow]", "-")
-                    continue
-                run = get_run(built, dataset, split, examples, k, store, trec=trec)
-                state = "cached" if run.cached else "computed"
-                if run.cached and run.stored_k != k:
-                    state += f" (k={run.stored_k})"
-                table.add_row(dataset, f"{len(examples):,}", name, f"{run.recall_at_k:.3f}", state, f"{run.seconds:.1f}")
-        out.print(table)
-        for line in skipped:
-            out.print(f"[yellow]skipped[/yellow] {line}")
-        out.print(f"runs under {store / 'retrieval'} ({time.perf_counter() - started:.1f}s)")
+            run = get_run(built, dataset, split, examples, k, store, trec=trec)
+            state = "cached" if run.cached else "computed"
+            if run.cached and run.stored_k != k:
+                state += f" (k={run.stored_k})"
+            table.add_row(dataset, f"{len(examples):,}", name, f"{run.recall_at_k:.3f}", state, f"{run.seconds:.1f}")
+    out.print(table)
+    for line in skipped:
+        out.print(f"[yellow]skipped[/yellow] {line}")
+    out.print(f"runs under {store / 'retrieval'} ({time.perf_counter() - started:.1f}s)")
+
+
+def register(app: typer.Typer) -> None:
+    """Mount this command on ``app``."""
+    app.command("retrieve")(retrieve)

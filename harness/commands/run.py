@@ -28,132 +28,134 @@ def _integers(value: str, flag: str, minimum: int) -> tuple[int, ...]:
     return numbers
 
 
+def run_command(
+    suite: str = typer.Option("qa12", "--suite", help="suite(s) or dataset(s), comma-separated"),
+    method: str = typer.Option("closed-book,concat,prompt", "--method", help="method(s), comma-separated"),
+    reference: str = typer.Option(
+        "auto", "--reference",
+        help="baselines evaluated beside trained methods, comma-separated; auto: prompt, plus prompt-chat and "
+        "prompt-fewshot on a backbone with a chat template; '' for none",
+    ),
+    retriever: str = typer.Option("bm25", "--retriever", help="retriever(s), comma-separated"),
+    passages: str = typer.Option("3", "--passages", help="passages m in the input, comma-separated"),
+    tokens: Optional[str] = typer.Option(None, "--tokens", help="virtual-token counts k for methods with tokens"),
+    shots: Optional[str] = typer.Option(None, "--shots", help="solved examples for few-shot methods (default 3)"),
+    model: str = typer.Option("smollm2-135m", "--model", help="alias, local folder or hub id"),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, fp32, bf16 or fp16"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="examples per dataset (seeded sample)"),
+    full: bool = typer.Option(False, "--full", help="evaluate the full evaluation splits (no CPU limit)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the example sample (and of training)"),
+    force: bool = typer.Option(False, "--force", help="recompute cells the store already holds"),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="generation batch size (not in keys: answers do not depend on it)"),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1, help="answer length limit"),
+    max_input_tokens: Optional[int] = typer.Option(None, "--max-input-tokens", min=16, help="cut passage text beyond this"),
+    corpus: str = typer.Option("wiki-offline", "--corpus", help="'wiki-offline' or a passage file"),
+    option: list[str] = typer.Option([], "--option", "-o", help="NAME.KEY=VALUE for a method or retriever of the run (repeatable)"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="allow the model's own code"),
+    results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
+) -> None:
+    """Evaluate methods over a suite, with a retriever and m passages; resumable and cached in the store."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from harness.leaderboard import cells_frame
+    from harness.plugins import METHODS, RETRIEVERS
+    from harness.runner import CPU_MAX_INPUT_TOKENS, RunConfig, RunContext, parse_method_options, run
+    from harness.suites import SUITES, resolve_suite
+
+    from harness.paths import writable_folder
+
+    if limit is not None and full:
+        raise HarnessError("--limit and --full contradict each other; pass one")
+    writable_folder(results, "--results")
+    methods = _names(method, "--method")
+    for name in methods:
+        METHODS.check(name)
+    if reference and any(METHODS.get(m).trained for m in methods):
+        # Trained methods are read against untrained references; on an instruct backbone the fair ones are the
+        # chat-format and few-shot prompts (they fix the answer format at no training cost).
+        references = _references(reference, model, trust_remote_code)
+        methods = (*[r for r in references if r not in methods], *methods)
+    retrievers = _names(retriever, "--retriever")
+    for name in retrievers:
+        RETRIEVERS.check(name)
+    import torch
+
+    # The CPU budget (README): short inputs and a training budget whenever there is no GPU and no --full, and,
+    # without --limit, a sample sized by the power rule. --limit changes only the sample, never silently the rest.
+    cpu_budget = not full and not torch.cuda.is_available()
+    sample = None
+    if cpu_budget:
+        max_input_tokens = max_input_tokens or CPU_MAX_INPUT_TOKENS
+        if limit is None:
+            from harness.power import cpu_sample_size
+
+            sample = cpu_sample_size(_offline_in_domain(resolve_suite(suite), data_dir))
+            limit = sample.n
+    parts = [p.strip() for p in suite.split(",") if p.strip()]
+    config = RunConfig(
+        datasets=resolve_suite(suite),
+        methods=methods,
+        retrievers=retrievers,
+        passages=_integers(passages, "--passages", 1),
+        tokens=_integers(tokens, "--tokens", 1) if tokens else None,
+        shots=_integers(shots, "--shots", 1) if shots else None,
+        model=model,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        limit=None if full else limit,
+        seed=seed,
+        force=force,
+        results=results,
+        data_dir=data_dir,
+        corpus=corpus,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        method_options=parse_method_options(option),
+        max_input_tokens=max_input_tokens,
+        cpu_budget=cpu_budget,
+        skip_unavailable=any(p in SUITES for p in parts),
+    )
+    out = console()
+    context = RunContext(config, log=lambda message: out.print(f"[dim]{message}[/dim]"))
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        SpeedColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=out, transient=False) as progress:
+        cells, notices = run(config, context, progress)
+    for notice in notices:
+        out.print(f"[yellow]{notice}[/yellow]")
+    if not cells:
+        raise HarnessError("nothing to run: every dataset of the suite was skipped")
+    frame = cells_frame(context.store)
+    frame = frame[frame["key"].isin({cell.key for cell in cells})]
+    datasets = [d for d in config.datasets if d in set(frame["dataset"])]
+    if sample is not None:
+        limit_note = f"CPU default: {sample.describe()} (seed {seed}; --limit N or --full to change)"
+    elif config.limit is None:
+        limit_note = "full evaluation sets"
+    else:
+        limit_note = f"limit {config.limit} examples per dataset (seed {seed}; --full for all)"
+    if config.max_input_tokens:
+        limit_note += f" | inputs cut to {config.max_input_tokens} tokens"
+    if cpu_budget and any(METHODS.get(m).trained for m in methods):
+        from harness.training import CPU_TRAINING, CPU_TRAINING_PER_METHOD
+
+        limit_note += " | CPU training budget " + ", ".join(f"{k}={v}" for k, v in CPU_TRAINING.items())
+        limit_note += "".join(
+            f" ({name}: " + ", ".join(f"{k}={v}" for k, v in values.items()) + ")"
+            for name, values in CPU_TRAINING_PER_METHOD.items() if name in methods
+        )
+    print_leaderboard(out, frame, datasets, ["exact_match", "f1"], context.store, config.methods, limit_note)
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("run")
-    def run_command(
-        suite: str = typer.Option("qa12", "--suite", help="suite(s) or dataset(s), comma-separated"),
-        method: str = typer.Option("closed-book,concat,prompt", "--method", help="method(s), comma-separated"),
-        reference: str = typer.Option(
-            "auto", "--reference",
-            help="baselines evaluated beside trained methods, comma-separated; auto: prompt, plus prompt-chat and "
-            "prompt-fewshot on a backbone with a chat template; '' for none",
-        ),
-        retriever: str = typer.Option("bm25", "--retriever", help="retriever(s), comma-separated"),
-        passages: str = typer.Option("3", "--passages", help="passages m in the input, comma-separated"),
-        tokens: Optional[str] = typer.Option(None, "--tokens", help="virtual-token counts k for methods with tokens"),
-        shots: Optional[str] = typer.Option(None, "--shots", help="solved examples for few-shot methods (default 3)"),
-        model: str = typer.Option("smollm2-135m", "--model", help="alias, local folder or hub id"),
-        dtype: str = typer.Option("auto", "--dtype", help="auto, fp32, bf16 or fp16"),
-        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="examples per dataset (seeded sample)"),
-        full: bool = typer.Option(False, "--full", help="evaluate the full evaluation splits (no CPU limit)"),
-        seed: int = typer.Option(0, "--seed", help="seed of the example sample (and of training)"),
-        force: bool = typer.Option(False, "--force", help="recompute cells the store already holds"),
-        batch_size: int = typer.Option(16, "--batch-size", min=1, help="generation batch size (not in keys: answers do not depend on it)"),
-        max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1, help="answer length limit"),
-        max_input_tokens: Optional[int] = typer.Option(None, "--max-input-tokens", min=16, help="cut passage text beyond this"),
-        corpus: str = typer.Option("wiki-offline", "--corpus", help="'wiki-offline' or a passage file"),
-        option: list[str] = typer.Option([], "--option", "-o", help="method option METHOD.KEY=VALUE (repeatable)"),
-        trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="allow the model's own code"),
-        results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
-        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
-    ) -> None:
-        """Evaluate methods over a suite, with a retriever and m passages; resumable and cached in the store."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        from harness.leaderboard import cells_frame
-        from harness.plugins import METHODS, RETRIEVERS
-        from harness.runner import CPU_MAX_INPUT_TOKENS, RunConfig, RunContext, parse_method_options, run
-        from harness.suites import SUITES, resolve_suite
-
-        from harness.paths import writable_folder
-
-        if limit is not None and full:
-            raise HarnessError("--limit and --full contradict each other; pass one")
-        writable_folder(results, "--results")
-        methods = _names(method, "--method")
-        for name in methods:
-            METHODS.check(name)
-        if reference and any(getattr(METHODS.get(m), "prepare", None) for m in methods):
-            # Trained methods are read against untrained references; on an instruct backbone the fair ones are the
-            # chat-format and few-shot prompts (they fix the answer format at no training cost).
-            references = _references(reference, model, trust_remote_code)
-            methods = (*[r for r in references if r not in methods], *methods)
-        retrievers = _names(retriever, "--retriever")
-        for name in retrievers:
-            RETRIEVERS.check(name)
-        import torch
-
-        # The CPU budget (README): short inputs and a training budget whenever there is no GPU and no --full, and,
-        # without --limit, a sample sized by the power rule. --limit changes only the sample, never silently the rest.
-        cpu_budget = not full and not torch.cuda.is_available()
-        sample = None
-        if cpu_budget:
-            max_input_tokens = max_input_tokens or CPU_MAX_INPUT_TOKENS
-            if limit is None:
-                from harness.power import cpu_sample_size
-
-                sample = cpu_sample_size(_offline_in_domain(resolve_suite(suite), data_dir))
-                limit = sample.n
-        parts = [p.strip() for p in suite.split(",") if p.strip()]
-        config = RunConfig(
-            datasets=resolve_suite(suite),
-            methods=methods,
-            retrievers=retrievers,
-            passages=_integers(passages, "--passages", 1),
-            tokens=_integers(tokens, "--tokens", 1) if tokens else None,
-            shots=_integers(shots, "--shots", 1) if shots else None,
-            model=model,
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-            limit=None if full else limit,
-            seed=seed,
-            force=force,
-            results=results,
-            data_dir=data_dir,
-            corpus=corpus,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            method_options=parse_method_options(option),
-            max_input_tokens=max_input_tokens,
-            cpu_budget=cpu_budget,
-            skip_unavailable=any(p in SUITES for p in parts),
-        )
-        out = console()
-        context = RunContext(config, log=lambda message: out.print(f"[dim]{message}[/dim]"))
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            SpeedColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=out, transient=False) as progress:
-            cells, notices = run(config, context, progress)
-        for notice in notices:
-            out.print(f"[yellow]{notice}[/yellow]")
-        if not cells:
-            raise HarnessError("nothing to run: every dataset of the suite was skipped")
-        frame = cells_frame(context.store)
-        frame = frame[frame["key"].isin({cell.key for cell in cells})]
-        datasets = [d for d in config.datasets if d in set(frame["dataset"])]
-        if sample is not None:
-            limit_note = f"CPU default: {sample.describe()} (seed {seed}; --limit N or --full to change)"
-        elif config.limit is None:
-            limit_note = "full evaluation sets"
-        else:
-            limit_note = f"limit {config.limit} examples per dataset (seed {seed}; --full for all)"
-        if config.max_input_tokens:
-            limit_note += f" | inputs cut to {config.max_input_tokens} tokens"
-        if cpu_budget and any(getattr(METHODS.get(m), "prepare", None) for m in methods):
-            from harness.methods.trained import CPU_TRAINING, CPU_TRAINING_PER_METHOD
-
-            limit_note += " | CPU training budget " + ", ".join(f"{k}={v}" for k, v in CPU_TRAINING.items())
-            limit_note += "".join(
-                f" ({name}: " + ", ".join(f"{k}={v}" for k, v in values.items()) + ")"
-                for name, values in CPU_TRAINING_PER_METHOD.items() if name in methods
-            )
-        print_leaderboard(out, frame, datasets, ["exact_match", "f1"], context.store, config.methods, limit_note)
+    app.command("run")(run_command)
 
 
 def _references(value: str, model: str, trust_remote_code: bool) -> tuple[str, ...]:

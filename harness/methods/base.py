@@ -2,29 +2,74 @@
 
 A method owns how it changes the input (like PEFT's prompt tuning owns its virtual tokens); the generation
 engine, decoding rules and post-processing are shared, so methods differ only where they are meant to.
+
+Everything the engine may call on a method is declared on :class:`Method`, with a no-op default, so a new method
+overrides only what it needs and the engine never probes a plugin with ``hasattr``. What a method may use of the
+run is the narrow :class:`MethodContext`, not the runner.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
+from harness.errors import HarnessError
 from harness.segments import Segment, build_segments, format_passages
 from harness.templates import Template
 from harness.types import Example, Passage
 
 
+class MethodContext(Protocol):
+    """What a method's hooks may use of the run (:class:`harness.runner.RunContext` implements it)."""
+
+    seed: int  # the run seed (sample, training, shot draws)
+    data_dir: Path | None  # the raw-data folder
+    results: Path  # the result store's folder (checkpoints live under it)
+    model_name: str  # the backbone as the user named it (alias, folder or hub id)
+    max_passages: int  # the largest m of the run
+
+    @property
+    def tokenizer(self) -> Any: ...
+    @property
+    def backend(self) -> Any: ...  # the shared generation backend over the frozen base model
+    @property
+    def model_spec(self) -> dict[str, str]: ...  # the backbone's identity (id, weights hash, dtype)
+    @property
+    def progress(self) -> Any: ...  # the run's rich Progress, or None
+
+    def log(self, message: str) -> None: ...
+    def artifact(self, key: Any, build: Callable[[], Any]) -> Any: ...  # build() once per run for key
+    def retriever(self, name: str, dataset: str) -> Any: ...
+    def retrieval(self, name: str, dataset: str, split: str, examples: Sequence[Example], k: int) -> Any: ...
+    def training_config(self, method: str) -> Any: ...  # the run's TrainingConfig for a trained method
+    def backbone_copy(self, dtype: str | None = None) -> Any: ...  # a LoadedModel no other method shares
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """The options of a method that takes none."""
+
+
 class Method(ABC):
-    """A method with its exact template. Subclasses set ``name``, ``template`` and ``uses_passages``.
+    """A method with its exact template. Subclasses set ``name``, ``template`` and what they differ in.
 
     ``chat_template`` wraps the rendered template in the tokenizer's chat template (off by default: the paper
-    uses none). Subclasses with trainable parts override :meth:`build_input` and extend :meth:`params`.
+    uses none). Subclasses with trainable parts set ``trained``, override :meth:`prepare` and extend
+    :meth:`params`; their ``Options`` dataclass declares what ``--option NAME.KEY=VALUE`` may set.
     """
 
     name: ClassVar[str]
     template: ClassVar[Template]
     uses_passages: ClassVar[bool] = True
+    Options: ClassVar[type] = NoOptions  # a frozen dataclass of typed fields made with harness.options.option()
+    trained: ClassVar[bool] = False  # has weights that prepare() trains or loads (takes TrainingConfig options too)
+    # A swept flag: one instance per value of --tokens (keyword ``tokens``) or --shots (``shots``).
+    sweep: ClassVar[str | None] = None
+    sweep_default: ClassVar[int | None] = None
+    preserves: ClassVar[bool] = False  # preserve_model() gives an lm-eval model (`harness preserve --method`)
     label_defaults: ClassVar[dict[str, Any]] = {}  # parameter values a leaderboard label leaves out
 
     def __init__(self, *, chat_template: bool = False) -> None:
@@ -37,6 +82,25 @@ class Method(ABC):
     def spec(self) -> dict[str, Any]:
         """Canonical identity for result keys: method, exact template (name, version, hash) and parameters."""
         return {"method": self.name, "template": self.template.spec(), "params": self.params()}
+
+    # ---- hooks the engine calls; the defaults do nothing ------------------------------------------------------
+
+    def prepare(self, context: MethodContext, retriever: str) -> None:
+        """Load or train what the method needs for ``retriever`` (once per run; trained methods' weights)."""
+
+    def prepare_dataset(self, context: MethodContext, retriever: str, dataset: str) -> None:
+        """Per-dataset inputs (few-shot examples, a chat-template check); a HarnessError skips the dataset."""
+
+    def backend_for(self, context: MethodContext) -> Any:
+        """The generation backend this method's inputs run on: the shared base one unless it changes the model."""
+        return context.backend
+
+    @classmethod
+    def preserve_model(cls, loaded: Any, store: Any, **options: Any) -> tuple[Any, dict[str, Any], Any]:
+        """``(model, method spec, virtual tokens or None)`` for `harness preserve` (only when ``preserves``)."""
+        raise HarnessError(f"method {cls.name!r} has no preservation model; `harness ls methods` shows the ones that have")
+
+    # ---- inputs -----------------------------------------------------------------------------------------------
 
     def build_input(self, example: Example, passages: Sequence[Passage], tokenizer: Any) -> list[Segment]:
         """The model input as segments. Methods that do not read passages ignore them."""

@@ -25,17 +25,24 @@ Either way inference feeds the (n, d) tokens through the harness's generation en
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from harness.checkpoints import tensor_hash
 from harness.errors import HarnessError
-from harness.methods.spring import Spring, SpringTrainer
+from harness.methods.base import MethodContext
+from harness.methods.spring import Spring, SpringOptions, SpringTrainer, initial_tokens, virtual_tokens
+from harness.options import option
 from harness.registry import unknown_name
 from harness.segments import EmbeddingSegment, Segment, TokenSegment
-from harness.training import TrainingConfig, TrainItem, draw_inputs
+from harness.training import TrainingConfig, TrainingData, TrainingLog, TrainItem, draw_inputs, train
+from harness.spec import content_hash
 from harness.types import Example, Passage
+from harness.weights import PEFT_WEIGHTS, adapter_folder, hidden_size, save_peft
 
 IMPLS = ("spring", "peft")
 
@@ -46,47 +53,53 @@ def virtual_first(segments: Sequence[Segment]) -> list[Segment]:
     return virtual + [s for s in segments if not isinstance(s, EmbeddingSegment)]
 
 
-class Prefix(Spring):
-    """Virtual tokens in front of the whole input; ``impl`` picks the trainer (``spring`` or ``peft``)."""
+@dataclass(frozen=True)
+class PrefixOptions(SpringOptions):
+    """prefix's options: SPRING's, with the tokens always first and, by default, all n trained every step."""
 
-    name = "prefix"
-    label_defaults = {"placement": "trq", "fixed_k": True, "impl": "spring"}
+    placement: str = option("trq", "always trq: the tokens come first, before BOS")
+    fixed_k: bool = option(True, "train all n tokens every step (standard prompt tuning); false samples k as SPRING")
+    impl: str = option("spring", "the trainer: spring (the harness's) or peft (PEFT prompt tuning)")
 
-    def __init__(
-        self, tokens: int = 50, *, impl: str = "spring", fixed_k: bool | str = True, placement: str = "trq", **options: Any
-    ) -> None:
-        if placement != "trq":
+    def __post_init__(self) -> None:
+        if self.placement != "trq":
             raise HarnessError(
-                f"prefix always puts its tokens first (placement trq), got {placement!r}; use spring.placement for others"
+                f"prefix always puts its tokens first (placement trq), got {self.placement!r}; use spring.placement for others"
             )
-        super().__init__(tokens, placement="trq", fixed_k=fixed_k, **options)
-        if impl not in IMPLS:
-            raise unknown_name("prefix impl", impl, IMPLS)
-        if impl == "peft" and not self.fixed_k:
+        super().__post_init__()
+        if self.impl not in IMPLS:
+            raise unknown_name("prefix impl", self.impl, IMPLS)
+        if self.impl == "peft" and not self.fixed_k:
             raise HarnessError(
                 "prefix.impl=peft always trains all n tokens (PEFT prompt tuning cannot sample k); "
                 "drop fixed_k=false or use impl=spring"
             )
-        self.impl = impl
+
+
+class Prefix(Spring):
+    """Virtual tokens in front of the whole input; ``impl`` picks the trainer (``spring`` or ``peft``)."""
+
+    name = "prefix"
+    Options = PrefixOptions
+    preserves = False
+    label_defaults = {"placement": "trq", "fixed_k": True, "impl": "spring"}
+
+    def __init__(self, tokens: int = 50, **options: Any) -> None:
+        super().__init__(tokens, **options)
+        self.impl = self.options.impl
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "impl": self.impl}
 
-    def prepare(self, context: Any, retriever: str) -> None:
-        """Load or train the tokens with this ``impl`` (see :mod:`harness.methods.trained`)."""
-        from harness.methods.trained import prefix_peft_tokens, spring_tokens
-
+    def prepare(self, context: MethodContext, retriever: str) -> None:
+        """Load or train the tokens with this ``impl``."""
         if self.impl == "peft":
-            self.weights, self.checkpoint_hash = prefix_peft_tokens(self, context, retriever)
+            self.weights, self.checkpoint_hash = peft_prompt_tokens(self, context, retriever)
         else:
-            self.weights, self.checkpoint_hash = spring_tokens(
+            self.weights, self.checkpoint_hash = virtual_tokens(
                 self, context, retriever, trainer=PrefixTrainer, settings={"impl": "spring"}
             )
-        if self.weights.shape[0] < self.tokens:
-            raise HarnessError(
-                f"the {self.name} checkpoint ({getattr(self, 'checkpoint', None) or 'trained'}) has {self.weights.shape[0]} virtual tokens; "
-                f"cannot use k={self.tokens}: pass --tokens 1..{self.weights.shape[0]}"
-            )
+        self.check_tokens()
 
     def build_input(self, example: Example, passages: Sequence[Passage], tokenizer: Any) -> list[Segment]:
         return virtual_first(super().build_input(example, passages, tokenizer))
@@ -131,3 +144,84 @@ class PeftPromptTrainer:
         device = self.backend.model.device
         # HF's causal-LM loss is the mean over labelled tokens: the same reduction as harness.training.answer_loss.
         return self.peft_model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+
+
+PEFT_PROMPT_KEY = "prompt_embeddings"  # the tensor PEFT's save_pretrained writes for a prompt-tuning adapter
+
+
+def peft_prompt_tokens(method: Prefix, context: MethodContext, retriever: str) -> tuple[torch.Tensor, str]:
+    """``impl=peft``: the (n, d) fp32 prompt-tuning tokens of PEFT's adapter folder for this backbone and retriever
+    (trained when absent), and their content hash. ``method.checkpoint`` names a PEFT prompt-tuning folder to use
+    as it is."""
+    hidden = hidden_size(context)
+    if method.checkpoint:  # an existing PEFT prompt-tuning adapter: nothing to train
+        weights = load_peft_prompt(Path(method.checkpoint), hidden_size=hidden)
+        method.n = int(weights.shape[0])
+        return weights, tensor_hash(weights)
+    config = context.training_config(method.name)
+    settings = {**method.token_settings(), "impl": method.impl}
+
+    def build() -> tuple[torch.Tensor, str]:
+        def train_into(data: TrainingData, folder: Path, spec: dict) -> None:
+            train_prefix_peft(method, context.backbone_copy(), data, config, folder, spec, log=context.log, progress=context.progress)
+
+        describe = f"prefix with PEFT prompt tuning (n={method.n}, retriever {retriever})"
+        folder = adapter_folder(context, method.name, "prefix-peft", retriever, config, settings, describe, train_into)
+        weights = load_peft_prompt(folder, hidden_size=hidden)
+        return weights, tensor_hash(weights)
+
+    return context.artifact(("prefix-peft", retriever, content_hash(settings)), build)
+
+
+def train_prefix_peft(
+    method: Prefix,
+    copy: Any,
+    data: TrainingData,
+    config: TrainingConfig,
+    folder: Path,
+    spec: dict,
+    log: Callable[[str], None] = print,
+    progress: Any = None,
+) -> TrainingLog:
+    """Train ``prefix`` with PEFT prompt tuning on ``copy`` (a LoadedModel used by nothing else) with the harness's
+    loop, and save PEFT's adapter folder (plus ``harness-training.json``) as ``folder``."""
+    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+
+    from harness.generation import HFBackend
+
+    # RANDOM, then overwritten with the harness's start values: one definition of the initialisation for both
+    # impls (PEFT's TEXT init tokenizes with special tokens, so on Llama its first token would be BOS).
+    peft_config = PromptTuningConfig(
+        task_type=TaskType.CAUSAL_LM, num_virtual_tokens=method.n, prompt_tuning_init=PromptTuningInit.RANDOM
+    )
+    peft_model = get_peft_model(copy.model, peft_config)
+    peft_model.eval()  # no dropout anywhere: the same function of the tokens as the spring impl's frozen backbone
+    (prompt,) = [p for p in peft_model.parameters() if p.requires_grad]
+    initial = initial_tokens(copy.model.get_input_embeddings(), copy.tokenizer, method.n, method.init, config.seed)
+    with torch.no_grad():
+        prompt.copy_(initial.to(prompt.device, prompt.dtype))
+    record = train(PeftPromptTrainer(method, peft_model, HFBackend(copy), config), data, config, log=log, progress=progress)
+    save_peft(peft_model, folder, spec, record)
+    return record
+
+
+def load_peft_prompt(folder: Path, *, hidden_size: int) -> torch.Tensor:
+    """The (n, d) fp32 prompt embeddings of a PEFT prompt-tuning adapter folder, checked against the backbone."""
+    from peft import PeftConfig, PeftType
+    from safetensors import safe_open
+
+    # Check the folder first: PeftConfig.from_pretrained would take a missing local path for a hub id.
+    if not (folder / "adapter_config.json").is_file() or not (folder / PEFT_WEIGHTS).is_file():
+        raise HarnessError(f"{folder} is not a PEFT adapter folder (adapter_config.json and {PEFT_WEIGHTS} expected)")
+    peft_type = PeftConfig.from_pretrained(str(folder)).peft_type
+    if peft_type != PeftType.PROMPT_TUNING:
+        raise HarnessError(f"{folder} holds a {peft_type} adapter; prefix.impl=peft needs PROMPT_TUNING")
+    with safe_open(str(folder / PEFT_WEIGHTS), framework="pt") as handle:
+        if PEFT_PROMPT_KEY not in handle.keys():  # noqa: SIM118 - safe_open has no __contains__
+            raise HarnessError(f"{folder / PEFT_WEIGHTS} holds no {PEFT_PROMPT_KEY!r} tensor")
+        weights = handle.get_tensor(PEFT_PROMPT_KEY).to(torch.float32)
+    if weights.dim() != 2 or weights.shape[1] != hidden_size:
+        raise HarnessError(
+            f"{folder}: prompt embeddings of shape {tuple(weights.shape)} do not fit a backbone of hidden size {hidden_size}"
+        )
+    return weights

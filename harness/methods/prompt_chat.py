@@ -14,7 +14,7 @@ import hashlib
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.methods.base import Method
+from harness.methods.base import Method, MethodContext
 from harness.segments import chat_wrapper
 from harness.templates import PROMPT_CHAT
 
@@ -34,12 +34,12 @@ class PromptChat(Method):
     def params(self) -> dict[str, Any]:
         return {**super().params(), "chat_template_hash": self.chat_template_hash}
 
-    def prepare_dataset(self, context: Any, retriever: str, dataset: str) -> None:
+    def prepare_dataset(self, context: MethodContext, retriever: str, dataset: str) -> None:
         """Check the backbone has a chat template (before any cell runs) and key its exact text."""
         tokenizer = context.tokenizer
         if not getattr(tokenizer, "chat_template", None):
             raise HarnessError(
-                f"prompt-chat needs a chat template and {context.config.model}'s tokenizer has none; "
+                f"prompt-chat needs a chat template and {context.model_name}'s tokenizer has none; "
                 "use --method prompt, or an instruct backbone"
             )
         chat_wrapper(tokenizer)  # the template must echo the user message

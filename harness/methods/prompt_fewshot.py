@@ -14,13 +14,29 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.methods.base import Method
+from harness.methods.base import Method, MethodContext
+from harness.options import option
 from harness.segments import SHOT, Segment, TokenSegment, build_segments, passage_segments, tokenize
 from harness.templates import PROMPT, PROMPT_FEWSHOT, SHOT_ANSWER
 from harness.types import Example, Passage
+
+
+@dataclass(frozen=True)
+class FewshotOptions:
+    """prompt-fewshot's options (``--option prompt-fewshot.KEY=VALUE``); the shot count is ``--shots``."""
+
+    seed: int = option(0, "seed of the shot draw (with --seed and the dataset)")
+    pool: str | None = option(None, "the training pool the shots come from (default: the dataset's own; needed for held-out sets)")
+
+    def __post_init__(self) -> None:
+        if self.pool is not None:
+            from harness.plugins import DATASETS
+
+            DATASETS.check(self.pool)
 
 
 class PromptFewshot(Method):
@@ -28,18 +44,17 @@ class PromptFewshot(Method):
 
     name = "prompt-fewshot"
     template = PROMPT_FEWSHOT
-    uses_shots = True
-    default_shots = 3
+    Options = FewshotOptions
+    sweep = "shots"
+    sweep_default = 3
 
-    def __init__(self, shots: int | str = 3, *, seed: int | str = 0, pool: str | None = None, chat_template: bool = False) -> None:
+    def __init__(self, shots: int = 3, *, chat_template: bool = False, **options: Any) -> None:
         super().__init__(chat_template=chat_template)
-        try:
-            self.shots, self.seed = int(shots), int(seed)
-        except ValueError as error:
-            raise HarnessError(f"prompt-fewshot options shots and seed must be integers ({error})") from None
+        self.options = self.Options(**options)
+        self.shots, self.seed = int(shots), self.options.seed
         if self.shots < 1:
             raise HarnessError(f"prompt-fewshot needs at least 1 shot (got {self.shots}); 0 shots is --method prompt")
-        self.pool = pool
+        self.pool = self.options.pool
         self.examples: tuple[tuple[Example, tuple[Passage, ...]], ...] | None = None  # drawn per dataset
 
     def params(self) -> dict[str, Any]:
@@ -53,22 +68,22 @@ class PromptFewshot(Method):
             "shot_answer": SHOT_ANSWER,
         }
 
-    def prepare_dataset(self, context: Any, retriever: str, dataset: str) -> None:
+    def prepare_dataset(self, context: MethodContext, retriever: str, dataset: str) -> None:
         """Draw the shots from the training pool (seeded by the run seed, this method's seed and the dataset)."""
         from harness.datasets import load_examples
 
         pool_name = self.pool or dataset
         try:
-            pool = load_examples(pool_name, "train", data_dir=context.config.data_dir)
+            pool = load_examples(pool_name, "train", data_dir=context.data_dir)
         except HarnessError as error:
             hint = "" if self.pool else " (take shots from an in-domain pool with --option prompt-fewshot.pool=nq)"
             raise HarnessError(f"prompt-fewshot has no shots for {dataset}: {error}{hint}") from None
         if len(pool) < self.shots:
             raise HarnessError(f"prompt-fewshot wants {self.shots} shots but the {pool_name} training pool has {len(pool)}")
         self.pool = pool_name
-        rng = random.Random(f"{context.config.seed}:{self.seed}:{dataset}:{pool_name}")
+        rng = random.Random(f"{context.seed}:{self.seed}:{dataset}:{pool_name}")
         chosen = [pool[i] for i in rng.sample(range(len(pool)), self.shots)]
-        depth = max(context.config.passages) if retriever != "none" else 0
+        depth = context.max_passages if retriever != "none" else 0
         if depth:
             run = context.retrieval(retriever, pool_name, "train", chosen, depth)
             self.examples = tuple((e, tuple(run.passages(e.id))) for e in chosen)

@@ -14,16 +14,21 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from harness.checkpoints import import_official, load_virtual_tokens, tensor_hash
 from harness.errors import HarnessError
-from harness.methods.base import Method
+from harness.methods.base import Method, MethodContext
+from harness.options import option
 from harness.segments import EmbeddingSegment, Segment, build_segments, tokenize
 from harness.templates import INSTRUCTION, SPRING, Template
-from harness.training import TrainingConfig, TrainItem, answer_loss, draw_inputs
+from harness.training import TrainingConfig, TrainingData, TrainingLog, TrainItem, answer_loss, draw_inputs, train
 from harness.types import Example, Passage
+from harness.weights import hidden_size, latest_checkpoint, token_checkpoint
 
 INIT_TEXT = INSTRUCTION  # the paper initialises the tokens from the P1 instruction's embeddings
 # The paper's placement ablation: where the tokens T sit relative to passages R and question Q.
@@ -45,39 +50,48 @@ def initial_tokens(embedding: torch.nn.Embedding, tokenizer: Any, n: int, init: 
     return weight[ids.repeat(-(-n // len(ids)))[:n]].clone().cpu()
 
 
+@dataclass(frozen=True)
+class SpringOptions:
+    """SPRING's options (``--option spring.KEY=VALUE``); training hyper-parameters are TrainingConfig's."""
+
+    n: int = option(50, "virtual tokens trained; --tokens k uses the first k of them")
+    placement: str = option("rtq", "where the tokens sit: rtq (passages, tokens, question), trq or rqt")
+    fixed_k: bool = option(False, "train with all n tokens every step instead of k ~ U{1..n}")
+    init: str = option("prompt", "start values: prompt (the P1 instruction's embeddings) or random")
+    checkpoint: str | None = option(None, "an official SPRING .pt or a harness .safetensors to use instead of training")
+
+    def __post_init__(self) -> None:
+        if self.placement not in PLACEMENTS:
+            from harness.registry import unknown_name
+
+            raise unknown_name("placement", self.placement, PLACEMENTS)
+        if self.init not in INITS:
+            raise HarnessError(f"unknown init {self.init!r}; use prompt or random")
+        if self.n < 1:
+            raise HarnessError(f"spring needs n >= 1 virtual tokens (got n={self.n})")
+
+
 class Spring(Method):
     """Virtual tokens between passages and question; ``tokens`` is k, the prefix used at inference."""
 
     name = "spring"
     template = SPRING
-    uses_tokens = True
-    default_tokens = 50
+    Options = SpringOptions
+    trained = True
+    sweep = "tokens"
+    sweep_default = 50
+    preserves = True
     label_defaults = {"placement": "rtq", "fixed_k": False}
 
-    def __init__(
-        self,
-        tokens: int = 50,
-        *,
-        n: int = 50,
-        placement: str = "rtq",
-        fixed_k: bool | str = False,
-        init: str = "prompt",
-        checkpoint: str | None = None,
-        chat_template: bool = False,
-    ) -> None:
+    def __init__(self, tokens: int = 50, *, chat_template: bool = False, **options: Any) -> None:
         super().__init__(chat_template=chat_template)
-        self.tokens, self.n = int(tokens), int(n)
-        self.fixed_k = fixed_k if isinstance(fixed_k, bool) else str(fixed_k).lower() in ("1", "true", "yes")
-        if placement not in PLACEMENTS:
-            from harness.registry import unknown_name
-
-            raise unknown_name("placement", placement, PLACEMENTS)
-        if init not in INITS:
-            raise HarnessError(f"unknown init {init!r}; use prompt or random")
+        self.options = self.Options(**options)
+        self.tokens, self.n = int(tokens), self.options.n
+        self.placement, self.fixed_k, self.init = self.options.placement, self.options.fixed_k, self.options.init
+        self.checkpoint = self.options.checkpoint
         if not 1 <= self.tokens <= self.n:
-            raise HarnessError(f"spring uses k = 1..n virtual tokens; got k={self.tokens} with n={self.n}")
-        self.placement, self.init, self.checkpoint = placement, init, checkpoint
-        self.template = PLACEMENTS[placement]
+            raise HarnessError(f"{self.name} uses k = 1..n virtual tokens; got k={self.tokens} with n={self.n}")
+        self.template = PLACEMENTS[self.placement]
         self.weights: torch.Tensor | None = None  # (n, d) once prepared
         self.checkpoint_hash: str | None = None
 
@@ -94,16 +108,48 @@ class Spring(Method):
             "reserve": self.n,
         }
 
-    def prepare(self, context: Any, retriever: str) -> None:
-        """Load or train the tokens for this backbone and retriever (see :mod:`harness.methods.trained`)."""
-        from harness.methods.trained import spring_tokens
+    def token_settings(self) -> dict[str, Any]:
+        """The virtual-token settings every token checkpoint's training spec and metadata carry."""
+        return {"n": self.n, "placement": self.placement, "fixed_k": self.fixed_k, "init": self.init}
 
-        self.weights, self.checkpoint_hash = spring_tokens(self, context, retriever)
-        if self.weights.shape[0] < self.tokens:
+    def prepare(self, context: MethodContext, retriever: str) -> None:
+        """Load or train the tokens for this backbone and retriever."""
+        self.weights, self.checkpoint_hash = virtual_tokens(self, context, retriever)
+        self.check_tokens()
+
+    def check_tokens(self) -> None:
+        """The prepared checkpoint has at least k tokens."""
+        if self.weights is not None and self.weights.shape[0] < self.tokens:
             raise HarnessError(
-                f"the {self.name} checkpoint ({getattr(self, 'checkpoint', None) or 'trained'}) has {self.weights.shape[0]} virtual tokens; "
+                f"the {self.name} checkpoint ({self.checkpoint or 'trained'}) has {self.weights.shape[0]} virtual tokens; "
                 f"cannot use k={self.tokens}: pass --tokens 1..{self.weights.shape[0]}"
             )
+
+    @classmethod
+    def preserve_model(
+        cls, loaded: Any, store: Any, *, checkpoint: str | None = None, plugged: bool | None = None, tokens: int | None = None
+    ) -> tuple[Any, dict, Any]:
+        """SPRING for lm-eval: the base model, plus its trained tokens when ``plugged``."""
+        from safetensors import safe_open
+
+        root = Path(store.root)
+        if checkpoint:
+            path = Path(checkpoint)
+        else:
+            candidates = []
+            for file in (root / "checkpoints").glob("spring-*.safetensors"):
+                with safe_open(str(file), framework="pt") as handle:
+                    if (handle.metadata() or {}).get("backbone_weights_hash") == loaded.weights_hash:
+                        candidates.append(file)
+            path = latest_checkpoint(candidates, "spring", root)
+        hidden = loaded.model.get_input_embeddings().weight.shape[1]
+        if path.suffix == ".pt":
+            weights = import_official(path, hidden_size=hidden)
+        else:
+            weights, _ = load_virtual_tokens(path, hidden_size=hidden, weights_hash=loaded.weights_hash)
+        k = tokens or weights.shape[0]
+        spec = {"name": "spring", "plugged": bool(plugged), "tokens": k, "checkpoint_hash": tensor_hash(weights)}
+        return loaded.model, spec, weights[:k] if plugged else None
 
     def virtual(self, k: int | None = None, weights: torch.Tensor | None = None, reserve: int = 0) -> EmbeddingSegment:
         rows = self.weights if weights is None else weights
@@ -116,6 +162,48 @@ class Spring(Method):
         # reads the same passage text, compares like with like, and shares one prefill of it.
         virtual = self.virtual(reserve=self.n)
         return build_segments(self.template, example.question, passages, tokenizer, virtual=virtual)
+
+
+def virtual_tokens(
+    method: Spring,
+    context: MethodContext,
+    retriever: str,
+    *,
+    backend: Any = None,
+    base: dict[str, Any] | None = None,
+    trainer: type | None = None,
+    settings: dict[str, Any] | None = None,
+) -> tuple[torch.Tensor, str]:
+    """The (n, d) tokens of ``method`` for this backbone and retriever, and their content hash.
+
+    ``backend``/``base``: train on another frozen model than the shared base one (SPRING+ on a LoRA model),
+    identified by ``base`` in the training spec. ``trainer``: the Trainable class (default :class:`SpringTrainer`);
+    ``settings``: further settings that change training (prefix's ``impl``), in the spec and the metadata.
+    """
+    if method.checkpoint:  # an official release or an exported checkpoint: nothing to train
+        hidden = hidden_size(context)
+        weights = context.artifact(("official", method.checkpoint), lambda: import_official(
+            method.checkpoint, hidden_size=hidden, weights_hash=context.model_spec["weights_hash"]))
+        if weights.shape[0] != method.n:
+            method.n = int(weights.shape[0])
+        return weights, tensor_hash(weights)
+    config = context.training_config(method.name)
+
+    def train_tokens(data: TrainingData) -> tuple[torch.Tensor, TrainingLog]:
+        trained_on = backend or context.backend
+        embedding = trained_on.model.get_input_embeddings()
+        initial = initial_tokens(embedding, trained_on.tokenizer, method.n, method.init, config.seed)
+        trainable = (trainer or SpringTrainer)(method, trained_on, initial, config)
+        log = train(trainable, data, config, log=context.log, progress=context.progress)
+        return trainable.weight, log
+
+    return token_checkpoint(
+        context, method.name, retriever, config,
+        settings={**method.token_settings(), **(settings or {})},
+        describe=f"{method.name} (n={method.n}, {method.placement}, retriever {retriever})",
+        train=train_tokens,
+        base=base,
+    )
 
 
 class SpringTrainer:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.methods.base import MethodContext
 from harness.methods.lora import Lora
-from harness.methods.spring import Spring
+from harness.methods.spring import Spring, virtual_tokens
 
 
 class SpringPlus(Spring):
     """SPRING on the LoRA-adapted backbone."""
 
     name = "spring-plus"
+    preserves = False
 
     def __init__(self, tokens: int = 50, **options: Any) -> None:
         super().__init__(tokens, **options)
@@ -25,13 +27,13 @@ class SpringPlus(Spring):
     def params(self) -> dict[str, Any]:
         return {**super().params(), "lora_checkpoint_hash": self.lora.checkpoint_hash}
 
-    def prepare(self, context: Any, retriever: str) -> None:
-        from harness.methods.trained import spring_tokens
-
+    def prepare(self, context: MethodContext, retriever: str) -> None:
+        """Load or train the LoRA adapter, then the tokens on the backbone with it merged in."""
         self.lora.prepare(context, retriever)
         backend = self.lora.backend_for(context)
         base = {"lora": self.lora.checkpoint_hash}
-        self.weights, self.checkpoint_hash = spring_tokens(self, context, retriever, backend=backend, base=base)
+        self.weights, self.checkpoint_hash = virtual_tokens(self, context, retriever, backend=backend, base=base)
+        self.check_tokens()
 
-    def backend_for(self, context: Any) -> Any:
+    def backend_for(self, context: MethodContext) -> Any:
         return self.lora.backend_for(context)

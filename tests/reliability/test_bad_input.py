@@ -52,8 +52,8 @@ def _one_error_line(capsys) -> str:
         ("spring.batch_size=0", "training option batch_size must be >= 1 (got 0)"),
         ("spring.epochs=two", "--option spring.epochs=two: epochs takes a whole number (e.g. spring.epochs=1)"),
         ("spring.fixed_k=maybe", "--option spring.fixed_k=maybe: fixed_k is true or false (got 'maybe'); e.g. spring.fixed_k=true"),
-        ("sprng.lr=0.1", "--option sprng.lr=0.1: method 'sprng' is not in this run. Did you mean 'spring'? Methods of the run: spring"),
-        ("lora.r=8", "--option lora.r=8: method 'lora' is not in this run. Methods of the run: spring; add it to --method"),
+        ("sprng.lr=0.1", "--option sprng.lr=0.1: 'sprng' is no method or retriever of this run. Did you mean 'spring'? Methods: spring; retrievers: bm25"),
+        ("lora.r=8", "--option lora.r=8: 'lora' is no method or retriever of this run. Methods: spring; retrievers: bm25; add it to --method"),
         ("spring.placment=trq", "unknown spring option 'placment'. Did you mean 'placement' or 'patience'? Valid spring options: batch_size,"),
     ],
 )
@@ -68,7 +68,7 @@ def test_bad_options_for_harness_train_too(world, capsys):
     assert main(["train", "--method", "spring", *flags, "--option", "spring.fixed_k=maybe"]) == 2
     assert "fixed_k is true or false" in _one_error_line(capsys)
     assert main(["train", "--method", "spring", *flags, "--option", "lora.r=8"]) == 2
-    assert "method 'lora' is not in this run" in _one_error_line(capsys)
+    assert "'lora' is no method or retriever of this run" in _one_error_line(capsys)
 
 
 def test_a_results_path_that_is_a_file_or_under_a_file(world, tmp_path, capsys):
