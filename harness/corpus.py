@@ -432,9 +432,6 @@ def open_corpus(ref: str | os.PathLike = DEFAULT_CORPUS) -> Corpus:
 # ------------------------------------------------------------------------------------------- wiki-offline
 
 
-COQA_FILE = "bigbench/coqa_conversational_question_answering/coqa.test.json"
-
-
 def read_json_source(path: Path) -> Any:
     """A raw JSON file of the data directory (one-line errors for missing or malformed files)."""
     if not path.is_file():
@@ -449,7 +446,7 @@ def read_json_source(path: Path) -> Any:
         raise HarnessError(f"{path}: not UTF-8 text ({error.reason})") from None
 
 
-def _read_jsonl_file(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_jsonl_source(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise HarnessError(f"missing corpus source {path}; pass --data-dir DIR pointing at the raw data folder")
     for line, raw in _decoded_lines(path):
@@ -460,40 +457,15 @@ def _read_jsonl_file(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise HarnessError(f"{path}:{line}: not valid JSON ({error.msg})") from None
 
 
-# Each passage reader yields (keys, title, text). The oracle retriever reuses the gold-passage readers, with
-# the keys (the questions, or story ids, the passage answers) to find gold passages; the builder ignores them.
-def nq_oracle_passages(data_dir: Path) -> Iterator[tuple[tuple[str, ...], str, str]]:
-    """NQ-open gold DPR passages (``isgold`` contexts), keyed by question."""
-    for _line, record in _read_jsonl_file(data_dir / "nq_open_oracle/nq-open-oracle.jsonl.gz"):
-        for ctx in record.get("ctxs", []):
-            if ctx.get("isgold"):
-                yield (record["question"],), clean(ctx["title"]), clean(ctx["text"])
+# Each passage reader yields (keys, title, text); the corpus builder ignores the keys. The datasets' own passage files
+# are read by their task files (Task.read_passages), which the oracle retriever uses too.
+def _task_passages(dataset: str, gold_only: bool) -> Callable[[Path], Iterator[tuple[tuple[str, ...], str, str]]]:
+    def read(data_dir: Path) -> Iterator[tuple[tuple[str, ...], str, str]]:
+        from harness.plugins import DATASETS
 
+        return DATASETS.get(dataset).read_passages(data_dir, gold_only=gold_only)
 
-def hotpotqa_passages(data_dir: Path, supporting_only: bool = False) -> Iterator[tuple[tuple[str, ...], str, str]]:
-    """HotpotQA IRCoT dev subsample paragraphs (all, or the supporting ones), keyed by question."""
-    for _line, record in _read_jsonl_file(data_dir / "hotpotqa/dev_subsampled.jsonl"):
-        for ctx in record.get("contexts", []):
-            if ctx.get("is_supporting") or not supporting_only:
-                yield (record["question_text"],), clean(ctx["title"]), clean(ctx["paragraph_text"])
-
-
-def squad_passages(data_dir: Path) -> Iterator[tuple[tuple[str, ...], str, str]]:
-    """SQuAD v1.1 dev paragraphs, keyed by the questions asked about them."""
-    document = read_json_source(data_dir / "bigbench/squad_shifts/squaddev_v1.1.json")
-    for article in document["data"]:
-        title = clean(article["title"].replace("_", " "))
-        for paragraph in article["paragraphs"]:
-            questions = tuple(qa["question"] for qa in paragraph.get("qas", []))
-            yield questions, title, clean(paragraph["context"])
-
-
-def coqa_passages(data_dir: Path) -> Iterator[tuple[tuple[str, ...], str, str]]:
-    """CoQA stories (one passage per story), keyed by story id."""
-    document = read_json_source(data_dir / COQA_FILE)
-    for story in document["data"]:
-        title = clean(str(story.get("name") or story.get("filename") or "").rsplit(".", 1)[0])
-        yield (story["id"],), title, clean(story["story"])
+    return read
 
 
 def _vital_passages(data_dir: Path) -> Iterator[tuple[tuple[str, ...], str, str]]:
@@ -514,11 +486,11 @@ def _flashrag_passages(data_dir: Path) -> Iterator[tuple[tuple[str, ...], str, s
 
 # (source name, MANIFEST path, reader). Order matters only for which duplicate is kept (the first).
 WIKI_OFFLINE_SOURCES: tuple[tuple[str, str, Callable[[Path], Iterator[tuple[tuple[str, ...], str, str]]]], ...] = (
-    ("nq-oracle", "nq_open_oracle/nq-open-oracle.jsonl.gz", nq_oracle_passages),
-    ("hotpotqa", "hotpotqa/dev_subsampled.jsonl", hotpotqa_passages),
+    ("nq-oracle", "nq_open_oracle/nq-open-oracle.jsonl.gz", _task_passages("nq", gold_only=True)),
+    ("hotpotqa", "hotpotqa/dev_subsampled.jsonl", _task_passages("hotpotqa", gold_only=False)),
     ("2wiki", "hipporag_2wiki_corpus/2wikimultihopqa_corpus.json", _twowiki_passages),
-    ("squad", "bigbench/squad_shifts/squaddev_v1.1.json", squad_passages),
-    ("coqa", COQA_FILE, coqa_passages),
+    ("squad", "bigbench/squad_shifts/squaddev_v1.1.json", _task_passages("squad", gold_only=False)),
+    ("coqa", "bigbench/coqa_conversational_question_answering/coqa.test.json", _task_passages("coqa", gold_only=False)),
     ("flashrag-sample", "flashrag_corpus/sample_data.jsonl", _flashrag_passages),
     ("vital-articles", "wiki_vital_articles/summaries_en-us.json", _vital_passages),
 )

@@ -43,6 +43,9 @@ class Task:
     # normalised question) is reserved for training and removed from evaluation.
     carve_modulus: ClassVar[int | None] = None
     hub: ClassVar[HubSource | None] = None
+    # A file of the passages the questions were asked about (the oracle retriever's source; some also feed the
+    # wiki-offline corpus), read by read_passages; None: the dataset ships none.
+    passages_file: ClassVar[str | None] = None
     license: ClassVar[str] = ""
 
     @classmethod
@@ -61,6 +64,12 @@ class Task:
     def read_eval(cls, data_dir: Path) -> Iterator[Example]:
         """Yield every evaluation-file example with a stable id (before any carve-out)."""
         raise NotImplementedError(f"{cls.name} has no local evaluation file")
+
+    @classmethod
+    def read_passages(cls, data_dir: Path, gold_only: bool = True) -> Iterator[tuple[tuple[str, ...], str, str]]:
+        """Yield ``(keys, title, text)`` for the passages of ``passages_file``: ``keys`` are the questions (or story
+        ids) a passage answers; ``gold_only`` keeps only those the file marks gold or supporting, where it marks any."""
+        raise NotImplementedError(f"{cls.name} ships no passages")
 
     @classmethod
     def read_train(cls, data_dir: Path) -> Iterator[Example]:

@@ -1,6 +1,7 @@
 """``oracle``: the gold passages a dataset ships for its questions (an upper bound for retrieval).
 
-Gold passages exist for four datasets (see ``../shared/data/MANIFEST.md``):
+The oracle serves every dataset whose task card names a ``passages_file`` (read by its ``Task.read_passages``);
+four do (see ``../shared/data/MANIFEST.md``):
 
 * ``nq``: the gold DPR passage of ``nq_open_oracle/nq-open-oracle.jsonl.gz`` (2,655 of the 3,610 questions);
 * ``hotpotqa``: the two supporting paragraphs of ``hotpotqa/dev_subsampled.jsonl`` (500 questions);
@@ -16,56 +17,35 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.corpus import (
-    COQA_FILE,
-    coqa_passages,
-    hotpotqa_passages,
-    nq_oracle_passages,
-    passage_id,
-    read_json_source,
-    squad_passages,
-)
+from harness.corpus import passage_id
 from harness.errors import HarnessError
 from harness.metrics import normalize_answer
 from harness.paths import data_dir as resolve_data_dir
+from harness.plugins import DATASETS
 from harness.retrieval import NotApplicable, RetrieverContext
 from harness.retriever import Retriever
 from harness.types import Example, Hit, Passage
 
-Reader = Callable[[Path], Iterator[tuple[tuple[str, ...], str, str]]]
 
-
-def _coqa_keys(data_dir: Path) -> Iterator[tuple[tuple[str, ...], str, str]]:
-    # Key each story by its id and by its first-round question (for examples without story metadata).
-    document = read_json_source(data_dir / COQA_FILE)
-    first = {s["id"]: next((q["input_text"] for q in s["questions"] if q["turn_id"] == 1), "") for s in document["data"]}
-    for (story_id,), title, text in coqa_passages(data_dir):
-        yield (story_id, first.get(story_id, "")), title, text
-
-
-# dataset -> (source file relative to the data dir, reader of (keys, title, text))
-SOURCES: dict[str, tuple[str, Reader]] = {
-    "nq": ("nq_open_oracle/nq-open-oracle.jsonl.gz", nq_oracle_passages),
-    "hotpotqa": ("hotpotqa/dev_subsampled.jsonl", functools.partial(hotpotqa_passages, supporting_only=True)),
-    "squad": ("bigbench/squad_shifts/squaddev_v1.1.json", squad_passages),
-    "coqa": (COQA_FILE, _coqa_keys),
-}
+def _with_passages() -> list[str]:
+    """The datasets whose task card names a passages file (Task.passages_file): the oracle serves those."""
+    return [name for name in DATASETS.names() if DATASETS.get(name).passages_file]
 
 
 @functools.lru_cache(maxsize=8)
 def _load(dataset: str, data_dir: Path) -> tuple[dict[str, tuple[str, ...]], dict[str, Passage], str]:
     """(normalised key -> gold passage ids, id -> passage, sha256 of the source file)."""
-    relative, reader = SOURCES[dataset]
-    source = data_dir / relative
+    task = DATASETS.get(dataset)
+    source = data_dir / task.passages_file
     if not source.is_file():
         raise HarnessError(f"oracle for {dataset}: missing {source}; pass --data-dir DIR")
     gold: dict[str, list[str]] = {}
     passages: dict[str, Passage] = {}
-    for keys, title, text in reader(data_dir):
+    for keys, title, text in task.read_passages(data_dir, gold_only=True):
         pid = passage_id(title, text)
         passages.setdefault(pid, Passage(pid, title, text))
         for key in keys:
@@ -89,13 +69,13 @@ class Oracle(Retriever):
         return {
             "retriever": "oracle",
             "dataset": self.dataset,
-            "corpus": f"{SOURCES[self.dataset][0]}@sha256:{self._source_sha256}",
+            "corpus": f"{DATASETS.get(self.dataset).passages_file}@sha256:{self._source_sha256}",
             "match": "normalize_answer(question)",
             "version": 1,
         }
 
     def _gold_ids(self, example: Example) -> tuple[str, ...]:
-        story = example.metadata.get("story_id") if self.dataset == "coqa" else None
+        story = example.metadata.get("story_id")  # CoQA: its story, which the questions alone do not name
         if story:
             return self._gold.get(normalize_answer(str(story)), ())
         return self._gold.get(normalize_answer(example.question), ())
@@ -116,8 +96,8 @@ def oracle(context: RetrieverContext) -> Oracle:
     context.check_options("oracle", ())
     if context.dataset is None:
         raise HarnessError("the oracle retriever needs a dataset (its gold passages are per dataset)")
-    if context.dataset not in SOURCES:
+    if context.dataset not in _with_passages():
         raise NotApplicable(
-            f"oracle: {context.dataset} ships no gold passages; the oracle works for {', '.join(SOURCES)}"
+            f"oracle: {context.dataset} ships no gold passages; the oracle works for {', '.join(_with_passages())}"
         )
     return Oracle(context.dataset, resolve_data_dir(context.data_dir))

@@ -11,6 +11,7 @@ Golds: the main free-form answer plus the three additional annotators' answers. 
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness.corpus import clean, read_json_source
 from harness.errors import HarnessError
 from harness.formats import read_json
 from harness.task import Task
@@ -49,6 +50,7 @@ class CoQA(Task):
     eval_files = (FILE,)
     train_files = (FILE,)
     license = "per domain (CC BY-SA 4.0 / MSR-LA / RACE / Apache-2.0)"
+    passages_file = FILE
 
     @classmethod
     def read_eval(cls, data_dir: Path) -> Iterator[Example]:
@@ -57,3 +59,12 @@ class CoQA(Task):
     @classmethod
     def read_train(cls, data_dir: Path) -> Iterator[Example]:
         yield from _first_round(data_dir, in_domain=False)
+
+    @classmethod
+    def read_passages(cls, data_dir: Path, gold_only: bool = True) -> Iterator[tuple[tuple[str, ...], str, str]]:
+        """The stories (one passage each, gold for its questions), keyed by story id and first-round question."""
+        document = read_json_source(data_dir / cls.passages_file)
+        for story in document["data"]:
+            title = clean(str(story.get("name") or story.get("filename") or "").rsplit(".", 1)[0])
+            first = next((q["input_text"] for q in story["questions"] if q["turn_id"] == 1), "")
+            yield (story["id"], first), title, clean(story["story"])

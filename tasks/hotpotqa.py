@@ -9,6 +9,7 @@ the oracle retriever, not here). Licence: CC BY-SA 4.0.
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness.corpus import clean, read_jsonl_source
 from harness.formats import read_jsonl, require_answer, require_answers, require_text
 from harness.task import HubSource, Task
 from harness.types import Example
@@ -24,6 +25,7 @@ class HotpotQA(Task):
     train_files = ("hotpotqa_train/train.jsonl",)
     hub = HubSource("hotpotqa", eval_split="dev", train_split="train")
     license = "CC BY-SA 4.0"
+    passages_file = "hotpotqa/dev_subsampled.jsonl"
 
     @classmethod
     def read_eval(cls, data_dir: Path) -> Iterator[Example]:
@@ -41,3 +43,11 @@ class HotpotQA(Task):
                 [require_answer(record, "answer", path, line)],
                 {"level": record.get("level"), "type": record.get("type")},
             )
+
+    @classmethod
+    def read_passages(cls, data_dir: Path, gold_only: bool = True) -> Iterator[tuple[tuple[str, ...], str, str]]:
+        """The IRCoT dev subsample's paragraphs (the supporting ones when ``gold_only``), keyed by question."""
+        for _line, record in read_jsonl_source(data_dir / cls.passages_file):
+            for ctx in record.get("contexts", []):
+                if ctx.get("is_supporting") or not gold_only:
+                    yield (record["question_text"],), clean(ctx["title"]), clean(ctx["paragraph_text"])

@@ -9,6 +9,7 @@ answer:[str]} and DPR TSV. Licence: CC BY-SA 3.0.
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness.corpus import clean, read_jsonl_source
 from harness.formats import read_dpr_qas, read_jsonl, require_answers, require_text
 from harness.task import HubSource, Task
 from harness.types import Example
@@ -24,6 +25,7 @@ class NaturalQuestions(Task):
     train_files = ("dpr_qas/topics.nq.dev.txt", "nq_open/NQ-open.efficientqa.dev.1.1.jsonl")
     hub = HubSource("nq", eval_split="test", train_split="train")
     license = "CC BY-SA 3.0"
+    passages_file = "nq_open_oracle/nq-open-oracle.jsonl.gz"
 
     @classmethod
     def read_eval(cls, data_dir: Path) -> Iterator[Example]:
@@ -42,3 +44,11 @@ class NaturalQuestions(Task):
                 require_text(record, "question", path, line),
                 require_answers(record, "answer", path, line),
             )
+
+    @classmethod
+    def read_passages(cls, data_dir: Path, gold_only: bool = True) -> Iterator[tuple[tuple[str, ...], str, str]]:
+        """NQ-open's gold DPR passages (``isgold`` contexts, the only ones kept either way), keyed by question."""
+        for _line, record in read_jsonl_source(data_dir / cls.passages_file):
+            for ctx in record.get("ctxs", []):
+                if ctx.get("isgold"):
+                    yield (record["question"],), clean(ctx["title"]), clean(ctx["text"])

@@ -9,6 +9,7 @@ SQuAD train questions, JSONL {query, passage, answer}). Paragraphs for the dev q
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness.corpus import clean, read_json_source
 from harness.formats import read_jsonl, require_answer, require_answers, require_text
 from harness.task import HubSource, Task
 from harness.types import Example
@@ -24,6 +25,7 @@ class SQuAD(Task):
     train_files = ("squad_train_subset/train.jsonl",)
     hub = HubSource("squad", eval_split="dev", train_split="train")
     license = "CC BY-SA 4.0"
+    passages_file = "bigbench/squad_shifts/squaddev_v1.1.json"
 
     @classmethod
     def read_eval(cls, data_dir: Path) -> Iterator[Example]:
@@ -37,3 +39,13 @@ class SQuAD(Task):
         path = data_dir / cls.train_files[0]
         for line, record in read_jsonl(path):
             yield Example(f"squad/train/{line}", require_text(record, "query", path, line), [require_answer(record, "answer", path, line)])
+
+    @classmethod
+    def read_passages(cls, data_dir: Path, gold_only: bool = True) -> Iterator[tuple[tuple[str, ...], str, str]]:
+        """SQuAD v1.1 dev paragraphs (each gold for the questions asked about it), keyed by those questions."""
+        document = read_json_source(data_dir / cls.passages_file)
+        for article in document["data"]:
+            title = clean(article["title"].replace("_", " "))
+            for paragraph in article["paragraphs"]:
+                questions = tuple(qa["question"] for qa in paragraph.get("qas", []))
+                yield questions, title, clean(paragraph["context"])

@@ -175,3 +175,15 @@ def test_suites():
     assert resolve_suite("heldout,nq,popqa") == ("popqa", "fermi", "musique", "bamboogle", "nq")
     with pytest.raises(HarnessError, match="Did you mean 'qa12'"):
         resolve_suite("qa13")
+
+
+@pytest.mark.parametrize("name", [n for n in DATASETS.names() if DATASETS.get(n).passages_file])
+def test_a_passages_file_reads_as_keyed_passages(name, real_data_dir):
+    # Every task card naming a passages_file serves the oracle retriever: keyed (title, text) passages whose keys
+    # include some of its evaluation questions (or story ids).
+    task = DATASETS.get(name)
+    passages = list(task.read_passages(real_data_dir, gold_only=True))
+    assert passages and all(keys and text for keys, _title, text in passages)
+    keys = {normalize_answer(key) for keys, _t, _x in passages for key in keys}
+    questions = load_examples(name, data_dir=real_data_dir)
+    assert sum(normalize_answer(e.question) in keys or e.metadata.get("story_id") in keys for e in questions) >= 100
