@@ -40,10 +40,14 @@ def main() -> None:
         started = time.perf_counter()
         batched = backend.generate(inputs, config, reuse_prefix=True)
         seconds[dtype] = time.perf_counter() - started
-        single = backend.generate(inputs, DecodingConfig(max_new_tokens=32, max_input_tokens=CPU_MAX_INPUT_TOKENS, batch_size=1), reuse_prefix=True)
+        single = backend.generate(
+            inputs, DecodingConfig(max_new_tokens=32, max_input_tokens=CPU_MAX_INPUT_TOKENS, batch_size=1), reuse_prefix=True
+        )
         changed = sum(a.prediction != b.prediction for a, b in zip(batched, single, strict=True))
-        print(f"{dtype:6s} {seconds[dtype]:6.1f} s for {len(inputs)} questions at batch 8 "
-              f"({len(inputs) / seconds[dtype]:.2f} q/s) | answers changed at batch 1: {changed}/{len(inputs)}")
+        print(
+            f"{dtype:6s} {seconds[dtype]:6.1f} s for {len(inputs)} questions at batch 8 "
+            f"({len(inputs) / seconds[dtype]:.2f} q/s) | answers changed at batch 1: {changed}/{len(inputs)}"
+        )
     print(f"bf16 vs fp32: {seconds['fp32'] / seconds['bf16']:.2f}x")
     print(f"mixed vs fp32: {seconds['fp32'] / seconds['mixed']:.2f}x")
 

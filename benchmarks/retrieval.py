@@ -69,8 +69,10 @@ def main() -> None:
         texts.append(" ".join(rng.choices(pool, k=length)))
     texts = texts[: args.passages]
     questions = [e.question for e in load_examples("nq", data_dir=root, limit=args.questions)]
-    print(f"corpus: {len(texts):,} passages ({real:,} real wiki-offline + {len(texts) - real:,} generated filler); "
-          f"{len(questions):,} NQ questions; k={args.k}")
+    print(
+        f"corpus: {len(texts):,} passages ({real:,} real wiki-offline + {len(texts) - real:,} generated filler); "
+        f"{len(questions):,} NQ questions; k={args.k}"
+    )
     config = BM25Config()
     print(f"tokenizer: stemmer={config.stemmer} stopwords={config.stopwords}; k1={config.k1} b={config.b}")
 
@@ -97,9 +99,11 @@ def main() -> None:
     rows, _scores = model.retrieve(query_ids, k=args.k, show_progress=False)
     bm25s_query = time.perf_counter() - started
     bm25s_qps = len(questions) / bm25s_query
-    print(f"bm25s ({bm25s.__version__}, {backend} backend): index {bm25s_index:.1f}s (tokenize {tokenize_seconds:.1f}s + "
-          f"index {bm25s_index - tokenize_seconds:.1f}s); mmap load + one-off JIT warm-up {compile_seconds:.1f}s not counted; "
-          f"{len(questions):,} queries in {bm25s_query:.3f}s = {bm25s_qps:,.1f} queries/s")
+    print(
+        f"bm25s ({bm25s.__version__}, {backend} backend): index {bm25s_index:.1f}s (tokenize {tokenize_seconds:.1f}s + "
+        f"index {bm25s_index - tokenize_seconds:.1f}s); mmap load + one-off JIT warm-up {compile_seconds:.1f}s not counted; "
+        f"{len(questions):,} queries in {bm25s_query:.3f}s = {bm25s_qps:,.1f} queries/s"
+    )
 
     # ---- rank-bm25 on the same tokens
     started = time.perf_counter()
@@ -120,18 +124,22 @@ def main() -> None:
         del top  # top-k selection is part of what is timed, as in bm25s
     reference_query = time.perf_counter() - started
     reference_qps = len(subset) / reference_query
-    print(f"rank-bm25 (BM25Okapi): index {reference_index:.1f}s (tokenize {reference_tokenize:.1f}s + index "
-          f"{reference_index - reference_tokenize:.1f}s); {len(subset):,} of the queries (a subset: it scores "
-          f"every passage in Python) in {reference_query:.1f}s = {reference_qps:,.2f} queries/s "
-          f"({1000 * reference_query / len(subset):,.0f} ms/query)")
-    # Agreement: bm25s' top passage is also a top passage for rank-bm25 (ties count as agreement).
-    agreement = np.mean(
-        [np.isclose(reference_scores[i][int(rows[i, 0])], reference_scores[i].max()) for i in range(len(subset))]
+    print(
+        f"rank-bm25 (BM25Okapi): index {reference_index:.1f}s (tokenize {reference_tokenize:.1f}s + index "
+        f"{reference_index - reference_tokenize:.1f}s); {len(subset):,} of the queries (a subset: it scores "
+        f"every passage in Python) in {reference_query:.1f}s = {reference_qps:,.2f} queries/s "
+        f"({1000 * reference_query / len(subset):,.0f} ms/query)"
     )
-    print(f"top-1 agreement bm25s vs rank-bm25 on {len(subset)} queries: {agreement:.1%} "
-          "(IDF differs: Lucene's log(1 + N/df) form vs Okapi's floored log((N - df)/df))")
-    print(f"index time ratio rank-bm25 / bm25s: {reference_index / bm25s_index:.2f}x with the shared tokenization, "
-          f"{(reference_index - reference_tokenize) / (bm25s_index - tokenize_seconds):.2f}x for building the index alone")
+    # Agreement: bm25s' top passage is also a top passage for rank-bm25 (ties count as agreement).
+    agreement = np.mean([np.isclose(reference_scores[i][int(rows[i, 0])], reference_scores[i].max()) for i in range(len(subset))])
+    print(
+        f"top-1 agreement bm25s vs rank-bm25 on {len(subset)} queries: {agreement:.1%} "
+        "(IDF differs: Lucene's log(1 + N/df) form vs Okapi's floored log((N - df)/df))"
+    )
+    print(
+        f"index time ratio rank-bm25 / bm25s: {reference_index / bm25s_index:.2f}x with the shared tokenization, "
+        f"{(reference_index - reference_tokenize) / (bm25s_index - tokenize_seconds):.2f}x for building the index alone"
+    )
 
     # ---- minilm encoding speed
     if args.encode:
@@ -170,9 +178,11 @@ def _encode_speed(corpus, n: int) -> None:
     rate = len(inputs) / seconds
     import torch
 
-    print(f"minilm encoding ({torch.get_num_threads()} torch threads, max_seq_length={preset.max_seq_length}): "
-          f"{len(inputs)} random wiki-offline passages in {seconds:.1f}s = {rate:,.1f} passages/s "
-          f"(whole corpus of {len(corpus):,}: ~{len(corpus) / rate / 60:,.0f} min)")
+    print(
+        f"minilm encoding ({torch.get_num_threads()} torch threads, max_seq_length={preset.max_seq_length}): "
+        f"{len(inputs)} random wiki-offline passages in {seconds:.1f}s = {rate:,.1f} passages/s "
+        f"(whole corpus of {len(corpus):,}: ~{len(corpus) / rate / 60:,.0f} min)"
+    )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="harness-shared-prefill-") as folder:
         tokens = Path(folder) / "tokens.pt"
         config = RunConfig(
-            datasets=("nq",), methods=("prompt", "spring"), model=args.model, dtype=args.dtype, limit=args.questions,
-            passages=(3,), results=Path(folder) / "results", max_input_tokens=CPU_MAX_INPUT_TOKENS, force=True,
+            datasets=("nq",),
+            methods=("prompt", "spring"),
+            model=args.model,
+            dtype=args.dtype,
+            limit=args.questions,
+            passages=(3,),
+            results=Path(folder) / "results",
+            max_input_tokens=CPU_MAX_INPUT_TOKENS,
+            force=True,
             method_options=(("spring.checkpoint", str(tokens)),),
         )
         context = RunContext(config, log=lambda line: None)
@@ -60,7 +67,9 @@ def main() -> None:
         same = predictions() == alone
 
     n = args.questions
-    print(f"{n} NQ questions, 3 BM25 passages, inputs <= {CPU_MAX_INPUT_TOKENS} tokens, {args.model}, dtype {context.model_spec['dtype']}")
+    print(
+        f"{n} NQ questions, 3 BM25 passages, inputs <= {CPU_MAX_INPUT_TOKENS} tokens, {args.model}, dtype {context.model_spec['dtype']}"
+    )
     print(f"prompt and spring, cell by cell  {separate:7.1f} s  ({separate / n:.3f} s/question)")
     print(f"prompt and spring, one group     {shared:7.1f} s  ({shared / n:.3f} s/question)")
     print(f"identical predictions either way: {same}")

@@ -13,9 +13,9 @@ import random
 import time
 
 from harness.methods.spring import Spring, SpringTrainer, initial_tokens
-from harness.weights import mixed_training_data
 from harness.runner import RunConfig, RunContext
 from harness.training import TrainingConfig, TrainItem
+from harness.weights import mixed_training_data
 
 
 def main() -> None:

@@ -38,8 +38,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="harness-token-sweep-") as folder:
         tokens = Path(folder) / "tokens.pt"
         config = RunConfig(
-            datasets=("nq",), methods=("spring",), tokens=SWEEP, model=args.model, limit=args.questions,
-            passages=(3,), results=Path(folder) / "results", max_input_tokens=args.max_input_tokens, force=True,
+            datasets=("nq",),
+            methods=("spring",),
+            tokens=SWEEP,
+            model=args.model,
+            limit=args.questions,
+            passages=(3,),
+            results=Path(folder) / "results",
+            max_input_tokens=args.max_input_tokens,
+            force=True,
             method_options=(("spring.checkpoint", str(tokens)),),
         )
         context = RunContext(config, log=lambda line: None)

@@ -97,13 +97,21 @@ def atomic_write(path: PathLike, data: str | bytes | Callable[[IO[Any]], Any], *
     return publish(path, write)  # which fsyncs the file before moving it into place
 
 
-def _json_text(value: Any, *, indent: int | None = 2, sort_keys: bool = False, ensure_ascii: bool = True, newline: bool = False) -> str:
+def _json_text(
+    value: Any, *, indent: int | None = 2, sort_keys: bool = False, ensure_ascii: bool = True, newline: bool = False
+) -> str:
     """``json.dumps`` with these settings, plus a final newline when ``newline``."""
     return json.dumps(value, indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii) + ("\n" if newline else "")
 
 
 def atomic_write_json(
-    path: PathLike, value: Any, *, indent: int | None = 2, sort_keys: bool = False, ensure_ascii: bool = True, newline: bool = False
+    path: PathLike,
+    value: Any,
+    *,
+    indent: int | None = 2,
+    sort_keys: bool = False,
+    ensure_ascii: bool = True,
+    newline: bool = False,
 ) -> Path:
     """Write the JSON text of ``value`` to ``path`` atomically; returns ``path``.
 

@@ -58,7 +58,11 @@ def _read_tokens(path: Path, fix: str) -> tuple[torch.Tensor, dict[str, str]]:
 
 
 def load_virtual_tokens(
-    path: Path, *, hidden_size: int, weights_hash: str | None = None, fix: str = "delete it to train it again, or pass an intact file"
+    path: Path,
+    *,
+    hidden_size: int,
+    weights_hash: str | None = None,
+    fix: str = "delete it to train it again, or pass an intact file",
 ) -> tuple[torch.Tensor, dict[str, str]]:
     """Read a checkpoint written by :func:`save_virtual_tokens`, checking it fits this backbone."""
     if path.is_dir():
@@ -85,11 +89,13 @@ def import_official(path: str | os.PathLike, *, hidden_size: int, weights_hash: 
     if not path.is_file():
         raise HarnessError(f"SPRING checkpoint {path} does not exist; check the path")
     if path.suffix == ".safetensors":
-        tokens, _ = load_virtual_tokens(path, hidden_size=hidden_size, weights_hash=weights_hash, fix="pass an intact checkpoint file")
+        tokens, _ = load_virtual_tokens(
+            path, hidden_size=hidden_size, weights_hash=weights_hash, fix="pass an intact checkpoint file"
+        )
         return tokens.to(torch.float32)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises several types for a non-tensor or unsafe pickle
+    except Exception as error:
         raise HarnessError(
             f"{path} is not a tensor file loadable with weights_only=True ({type(error).__name__}); pass an official "
             "*.added_token_embeddings.pt or a harness .safetensors checkpoint"
@@ -97,7 +103,9 @@ def import_official(path: str | os.PathLike, *, hidden_size: int, weights_hash: 
     if isinstance(loaded, Mapping) and len(loaded) == 1:
         loaded = next(iter(loaded.values()))
     if not isinstance(loaded, torch.Tensor):
-        raise HarnessError(f"{path} holds a {type(loaded).__name__}, expected one [n, d] tensor (an official *.added_token_embeddings.pt)")
+        raise HarnessError(
+            f"{path} holds a {type(loaded).__name__}, expected one [n, d] tensor (an official *.added_token_embeddings.pt)"
+        )
     _check_fits(path, loaded, hidden_size)
     return loaded.to(torch.float32)
 

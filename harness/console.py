@@ -32,7 +32,9 @@ def frame_table(frame: Any, title: str, value_format: str = "{:.1f}") -> Table:
     return table
 
 
-def print_leaderboard(out: Console, picked: Any, datasets: Any, metrics: Any, store: Any, method_order: Any = (), note: str = "") -> None:
+def print_leaderboard(
+    out: Console, picked: Any, datasets: Any, metrics: Any, store: Any, method_order: Any = (), note: str = ""
+) -> None:
     """The leaderboard as one rich table per metric (n, per-dataset means, averages with their 95% CIs), after
     one header line; then each trained method's verdict against the strongest cheap reference."""
     from harness.leaderboard import display_table, leaderboard, verdict_lines
@@ -44,7 +46,7 @@ def print_leaderboard(out: Console, picked: Any, datasets: Any, metrics: Any, st
     for metric in metrics:
         suffix = f" {METRIC_LABELS[metric]}"
         columns = [c for c in shown.columns if c == "n" or c.endswith(suffix)]
-        table = shown[columns].rename(columns=lambda c: c.removesuffix(suffix))
+        table = shown[columns].rename(columns=lambda c, suffix=suffix: c.removesuffix(suffix))
         out.print(frame_table(table, f"{METRIC_LABELS[metric]} x100"))
     metric = "exact_match" if "exact_match" in metrics else metrics[0]
     for line in verdict_lines(store, picked, method_order=method_order, metric=metric):

@@ -62,7 +62,7 @@ def passage_id(title: str, text: str) -> str:
 
     Content ids make de-duplication exact and let the oracle name the same passage the corpus holds.
     """
-    return hashlib.sha256(f"{title}\n{text}".encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(f"{title}\n{text}".encode()).hexdigest()[:16]
 
 
 def clean(text: str) -> str:
@@ -256,7 +256,8 @@ class Corpus:
             return self._db.execute(sql, parameters).fetchall()
         except sqlite3.DatabaseError as error:
             fix = (
-                "run `harness corpus build --force`" if self.name == DEFAULT_CORPUS
+                "run `harness corpus build --force`"
+                if self.name == DEFAULT_CORPUS
                 else "delete that folder; the next command prepares the corpus again"
             )
             raise HarnessError(f"corpus store {self.directory} is damaged ({error}); {fix}") from None
@@ -338,9 +339,7 @@ def _fill_store(numbered: Iterable[tuple[int, Passage]], tmp: Path, name: str, s
             for (row, pid, _title, _text), line in zip(batch, batch_lines):
                 first = connection.execute("SELECT row FROM passages WHERE id = ?", (pid,)).fetchone()
                 if first is not None and first[0] != row:
-                    raise HarnessError(
-                        f"{source}:{line}: duplicate passage id {pid!r}; passage ids must be unique"
-                    ) from None
+                    raise HarnessError(f"{source}:{line}: duplicate passage id {pid!r}; passage ids must be unique") from None
             raise
         batch.clear()
         batch_lines.clear()
@@ -530,8 +529,9 @@ def build_default_corpus(data_dir: Path, force: bool = False) -> BuildReport:
     if counts:
         return BuildReport(Corpus(directory), counts["kept"], counts["duplicates"], time.perf_counter() - started, rebuilt=True)
     corpus = Corpus(directory)
-    return BuildReport(corpus, dict(corpus.meta.get("kept", {})), corpus.meta.get("duplicates", 0),
-                       time.perf_counter() - started, rebuilt=False)
+    return BuildReport(
+        corpus, dict(corpus.meta.get("kept", {})), corpus.meta.get("duplicates", 0), time.perf_counter() - started, rebuilt=False
+    )
 
 
 def _build_default_corpus(data_dir: Path, staging: Path) -> tuple[dict[str, int], int]:
@@ -564,8 +564,14 @@ def _build_default_corpus(data_dir: Path, staging: Path) -> tuple[dict[str, int]
     corpus = _write_store(passages(), staging, DEFAULT_CORPUS, f"{DEFAULT_CORPUS} (assembled)")
     # The canonical {id, title, text} file sits beside the store so other tools can read the corpus.
     write_passages_jsonl(corpus, staging / "passages.jsonl")
-    meta = dict(corpus.meta, wiki_offline_version=WIKI_OFFLINE_VERSION, data_dir=str(data_dir), kept=kept,
-                duplicates=duplicates, sources=[relative for _n, relative, _r in WIKI_OFFLINE_SOURCES])
+    meta = dict(
+        corpus.meta,
+        wiki_offline_version=WIKI_OFFLINE_VERSION,
+        data_dir=str(data_dir),
+        kept=kept,
+        duplicates=duplicates,
+        sources=[relative for _n, relative, _r in WIKI_OFFLINE_SOURCES],
+    )
     corpus.close()
     (staging / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return kept, duplicates

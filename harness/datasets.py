@@ -8,10 +8,10 @@ split: questions that appear in both are dropped from training.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-import hashlib
 from pathlib import Path
 from typing import Literal
 
@@ -93,8 +93,7 @@ def resolve_source(task: type[Task], root: Path | None, source: Source) -> Liter
         raise HarnessError(f"{task.name} has no hub source; provide its local files under the data directory")
     if not hub_online():
         raise NotAvailableOffline(
-            f"{task.name} is not available offline: it needs the Hugging Face hub ({task.hub.repo}), "
-            "which cannot be reached"
+            f"{task.name} is not available offline: it needs the Hugging Face hub ({task.hub.repo}), which cannot be reached"
         )
     return "hub"
 
@@ -133,7 +132,9 @@ def _check_examples(task: type[Task], examples: list[Example], files: Sequence[s
         if not isinstance(example.question, str) or not example.question.strip():
             raise HarnessError(f"{task.name}: example {example.id} in {where} has no question text; fix that record")
         if not example.golds or not all(isinstance(gold, str) for gold in example.golds):
-            raise HarnessError(f"{task.name}: example {example.id} in {where} needs a non-empty list of answer strings, has {list(example.golds)!r}")
+            raise HarnessError(
+                f"{task.name}: example {example.id} in {where} needs a non-empty list of answer strings, has {list(example.golds)!r}"
+            )
 
 
 def _check_unique_ids(name: str, examples: list[Example], where: str) -> None:

@@ -203,8 +203,13 @@ class HFBackend:
             positions = torch.arange(length, device=embeds.device)[None]
             cache = self.new_cache()
             mask = torch.ones(1, length, dtype=torch.long, device=embeds.device)
-            self._bf16()(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True,
-                             **{self._cache_kw: cache, **({"logits_to_keep": 1} if self._logits_to_keep else {})})
+            self._bf16()(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                **{self._cache_kw: cache, **({"logits_to_keep": 1} if self._logits_to_keep else {})},
+            )
             rows.append([(layer.keys.float(), layer.values.float()) for layer in cache.layers])
         lengths = [row[0][0].shape[2] for row in rows]
         width = max(lengths)
@@ -239,8 +244,11 @@ class HFBackend:
         if self.loaded.dtype == "mixed":
             model, embeds = self._bf16(), embeds.to(torch.bfloat16)
             if prefix is not None:
-                prefix = PrefixCache(tuple((k.to(torch.bfloat16), v.to(torch.bfloat16)) for k, v in prefix.layers),
-                                     prefix.attention_mask, prefix.lengths)
+                prefix = PrefixCache(
+                    tuple((k.to(torch.bfloat16), v.to(torch.bfloat16)) for k, v in prefix.layers),
+                    prefix.attention_mask,
+                    prefix.lengths,
+                )
         kwargs: dict[str, Any] = {"use_cache": prefix is not None}
         if logits_to_keep is not None:
             if not self._logits_to_keep:
@@ -407,8 +415,11 @@ class HFBackend:
 
 def _eos_ids(loaded: LoadedModel) -> frozenset[int]:
     ids: set[int] = set()
-    for source in (loaded.tokenizer.eos_token_id, loaded.model.config.eos_token_id,
-                   getattr(loaded.model.generation_config, "eos_token_id", None)):
+    for source in (
+        loaded.tokenizer.eos_token_id,
+        loaded.model.config.eos_token_id,
+        getattr(loaded.model.generation_config, "eos_token_id", None),
+    ):
         if isinstance(source, int):
             ids.add(source)
         elif source is not None:

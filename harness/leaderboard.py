@@ -108,9 +108,11 @@ def select(
             "or pass --all-models to show them side by side"
         )
     # Several limits of the same cell: keep the largest evaluation, so re-runs with --full replace samples.
-    picked = picked.sort_values(["n", "created"]).groupby(
-        ["dataset", "method", "retriever", "passages", "model"], as_index=False
-    ).tail(1)
+    picked = (
+        picked.sort_values(["n", "created"])
+        .groupby(["dataset", "method", "retriever", "passages", "model"], as_index=False)
+        .tail(1)
+    )
     return picked.reset_index(drop=True)
 
 
@@ -161,7 +163,9 @@ def _percentile_ci(resampled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _metric_values(cell: CellRecord, metrics: Sequence[str]) -> np.ndarray:
     """(n, len(metrics)) per-question values of a cell; NaN where a prediction row lacks a metric."""
-    return np.array([[row["metrics"].get(m, np.nan) for m in metrics] for row in cell.predictions()], dtype=float).reshape(-1, len(metrics))
+    return np.array([[row["metrics"].get(m, np.nan) for m in metrics] for row in cell.predictions()], dtype=float).reshape(
+        -1, len(metrics)
+    )
 
 
 def leaderboard(
@@ -218,7 +222,14 @@ def leaderboard(
         ci_low, ci_high = (pd.DataFrame(np.nan, index=table.index, columns=table.columns) for _ in range(2))
         for column in columns:
             has = [d for d in order if (d, column) in cell_key]
-            resampled = dict(zip(has, _resampled_means([_metric_values(store.load(cell_key[(d, column)]), metrics) for d in has], n_resamples, seed)))
+            resampled = dict(
+                zip(
+                    has,
+                    _resampled_means(
+                        [_metric_values(store.load(cell_key[(d, column)]), metrics) for d in has], n_resamples, seed
+                    ),
+                )
+            )
             for label, members in average_rows.items():
                 if not set(members) <= set(has):
                     continue
@@ -236,8 +247,7 @@ def leaderboard(
         f"backbone {', '.join(sorted(picked['model'].unique()))} | retriever {', '.join(sorted(picked['retriever'].unique()))}"
         f" | passages {', '.join(map(str, sorted(picked['passages'].unique())))}"
         f" | examples per dataset {n_per.min()}-{n_per.max()}"
-        f" | * held out | scores x100"
-        + (f" | avg rows: mean [95% bootstrap CI]" if store is not None else "")
+        f" | * held out | scores x100" + (" | avg rows: mean [95% bootstrap CI]" if store is not None else "")
     )
     return Leaderboard(table=table, header=header, n=n, ci_low=ci_low, ci_high=ci_high)
 
@@ -311,7 +321,9 @@ def _aligned(a: CellRecord, b: CellRecord, metric: str, common_only: bool = Fals
     if common_only:
         return np.array([rows_b[i] - rows_a[i] for i in rows_a if i in rows_b], dtype=float)
     if rows_a.keys() != rows_b.keys():
-        raise HarnessError(f"{a.spec.dataset}: the two methods were evaluated on different examples; re-run with the same --limit/--seed")
+        raise HarnessError(
+            f"{a.spec.dataset}: the two methods were evaluated on different examples; re-run with the same --limit/--seed"
+        )
     return np.array([rows_b[i] - rows_a[i] for i in rows_a], dtype=float)
 
 
@@ -343,7 +355,9 @@ def _paired(
     per-dataset differences and its CI the quantiles of the averaged resampled differences."""
     by_method = {m: _cells_of(picked, m) for m in (method_a, method_b)}
     diffs = [
-        _aligned(store.load(by_method[method_a].loc[d, "key"]), store.load(by_method[method_b].loc[d, "key"]), metric, common_only)
+        _aligned(
+            store.load(by_method[method_a].loc[d, "key"]), store.load(by_method[method_b].loc[d, "key"]), metric, common_only
+        )
         for d in datasets
     ]
     if common_only:  # a dataset whose two cells share no question drops out
@@ -354,9 +368,19 @@ def _paired(
     rows = []
     for dataset, diff, means in zip(datasets, diffs, resampled):
         low, high = _percentile_ci(means)
-        rows.append({"dataset": dataset, "n": int(diff.size), "diff": 100 * diff.mean(), "ci_low": 100 * low, "ci_high": 100 * high})
+        rows.append(
+            {"dataset": dataset, "n": int(diff.size), "diff": 100 * diff.mean(), "ci_low": 100 * low, "ci_high": 100 * high}
+        )
     low, high = _percentile_ci(np.mean(resampled, axis=0))
-    rows.append({"dataset": f"average ({len(datasets)})", "n": sum(r["n"] for r in rows), "diff": float(np.mean([r["diff"] for r in rows])), "ci_low": 100 * low, "ci_high": 100 * high})
+    rows.append(
+        {
+            "dataset": f"average ({len(datasets)})",
+            "n": sum(r["n"] for r in rows),
+            "diff": float(np.mean([r["diff"] for r in rows])),
+            "ci_low": 100 * low,
+            "ci_high": 100 * high,
+        }
+    )
     table = pd.DataFrame(rows).set_index("dataset")
     table["n"] = table["n"].astype(int)
     return table
@@ -400,7 +424,9 @@ def _signed(value: float) -> str:
     return "+0.0" if text == "-0.0" else text
 
 
-def verdict_lines(store: Store, picked: pd.DataFrame, method_order: Sequence[str] | None = None, metric: str = "exact_match") -> list[str]:
+def verdict_lines(
+    store: Store, picked: pd.DataFrame, method_order: Sequence[str] | None = None, metric: str = "exact_match"
+) -> list[str]:
     """One line per trained method label: its paired difference to the strongest cheap reference.
 
     The reference is, among labels whose base name is prompt, prompt-chat or prompt-fewshot, the one with the

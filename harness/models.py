@@ -131,16 +131,15 @@ def cpu_has_native_bf16() -> bool:
 def release_memory() -> None:
     """Hand memory freed by a finished phase (training activations, a discarded model copy) back to the OS, so
     the next phase does not stack on top of it: glibc keeps freed blocks in its arenas otherwise."""
+    import contextlib
     import ctypes
     import gc
     import sys
 
     gc.collect()
     if sys.platform.startswith("linux"):
-        try:
+        with contextlib.suppress(OSError):  # not glibc (e.g. musl): nothing to trim
             ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except OSError:  # not glibc (e.g. musl): nothing to trim
-            pass
 
 
 def torch_dtype(name: str) -> Any:
@@ -280,7 +279,7 @@ def _hub_snapshot(repo_id: str, trust_remote_code: bool = False) -> Path:
         folder = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=not online))
         if not any(folder.glob("*.safetensors")):  # old repos ship only pickles; transformers loads them safely
             folder = Path(snapshot_download(repo_id, allow_patterns=[*patterns, "*.bin"], local_files_only=not online))
-    except Exception as error:  # noqa: BLE001 - hub errors have many types; the user needs one line
+    except Exception as error:
         if not online:
             raise NotAvailableOffline(
                 f"model {repo_id!r} is not available offline: pass a local folder or the smollm2-135m alias"
@@ -323,7 +322,7 @@ def smollm2_folder() -> Path:
 def _convert_gguf(gguf: Path, staging: Path, source: str) -> None:
     """De-quantise ``gguf`` into a new plain safetensors folder at ``staging``."""
     import transformers
-    import transformers.modeling_gguf_pytorch_utils  # noqa: F401 - imported first so it can be quieted
+    import transformers.modeling_gguf_pytorch_utils
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with _quiet_transformers():

@@ -23,7 +23,7 @@ from harness.registry import did_you_mean, unknown_name
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
-def option(default: Any, help: str) -> Any:  # noqa: A002 - "help" is the name argparse and typer use
+def option(default: Any, help: str) -> Any:
     """A field of an options dataclass: its default and the help text `harness ls methods` shows."""
     return dataclasses.field(default=default, metadata={"help": help})
 
@@ -110,7 +110,9 @@ def declared_values(
             continue
         if key not in fields:
             if not fields and not others:
-                raise HarnessError(f"method {name!r} takes no options (got {key}); `harness ls methods` lists each method's options")
+                raise HarnessError(
+                    f"method {name!r} takes no options (got {key}); `harness ls methods` lists each method's options"
+                )
             raise unknown_name(f"{name} option", key, set(fields) | others)
         values[key] = typed_value(name, key, value, fields[key].kind, fields[key].default)
     return values

@@ -46,11 +46,15 @@ class SampleSize:
 
     def describe(self) -> str:
         if self.n >= self.n_for_target:
-            return (f"{self.n} per dataset: the power rule's n for a +-{100 * TARGET_HALF_WIDTH:.0f} EM CI half-width "
-                    f"on the in-domain average ({self.datasets} datasets)")
-        return (f"{self.n} per dataset (expected CI half-width +-{100 * self.half_width:.1f} EM on the in-domain average; "
-                f"+-{100 * TARGET_HALF_WIDTH:.0f} needs {self.n_for_target}, beyond the 15-minute CPU budget: --limit "
-                f"{self.n_for_target})")
+            return (
+                f"{self.n} per dataset: the power rule's n for a +-{100 * TARGET_HALF_WIDTH:.0f} EM CI half-width "
+                f"on the in-domain average ({self.datasets} datasets)"
+            )
+        return (
+            f"{self.n} per dataset (expected CI half-width +-{100 * self.half_width:.1f} EM on the in-domain average; "
+            f"+-{100 * TARGET_HALF_WIDTH:.0f} needs {self.n_for_target}, beyond the 15-minute CPU budget: --limit "
+            f"{self.n_for_target})"
+        )
 
 
 def questions_needed(variance: float, datasets: int, half_width: float = TARGET_HALF_WIDTH, z: float = Z95) -> int:
@@ -65,8 +69,9 @@ def expected_half_width(variance: float, n: int, datasets: int, z: float = Z95) 
     return z * math.sqrt(variance / (datasets * n))
 
 
-def cpu_sample_size(in_domain_datasets: int, variance: float = MEASURED_VARIANCE,
-                    affordable: int = CPU_AFFORDABLE_PER_DATASET) -> SampleSize:
+def cpu_sample_size(
+    in_domain_datasets: int, variance: float = MEASURED_VARIANCE, affordable: int = CPU_AFFORDABLE_PER_DATASET
+) -> SampleSize:
     """The CPU default: the power rule's n, capped by what the 15-minute budget affords (the README says which)."""
     datasets = max(in_domain_datasets, 1)
     needed = questions_needed(variance, datasets)

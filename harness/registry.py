@@ -26,9 +26,7 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 def unknown_name(kind: str, name: str, choices: Iterable[str]) -> UnknownNameError:
     """The standard error for an unknown ``name`` of a ``kind`` ("dataset", "suite", ...)."""
     choices = sorted(choices)
-    return UnknownNameError(
-        f"unknown {kind} {name!r}.{did_you_mean(name, choices)} Valid {plural(kind)}: {', '.join(choices)}."
-    )
+    return UnknownNameError(f"unknown {kind} {name!r}.{did_you_mean(name, choices)} Valid {plural(kind)}: {', '.join(choices)}.")
 
 
 def plural(noun: str) -> str:

@@ -44,11 +44,11 @@ from filelock import FileLock
 
 from harness.cache import atomic_write, atomic_write_json
 from harness.corpus import DEFAULT_CORPUS
-from harness.spec import canonical_json, content_hash
 from harness.errors import HarnessError
 from harness.plugins import RETRIEVERS
 from harness.registry import did_you_mean
 from harness.retriever import Retriever
+from harness.spec import canonical_json, content_hash
 from harness.types import Example, Hit, Passage
 
 # Bump when the run file layout or the recall rule changes (it is part of every run path).
@@ -242,7 +242,7 @@ class RetrievalRun:
 
     @property
     def recall_at_k(self) -> float:
-        return self.recall[self.k] if self.k in self.recall else 0.0
+        return self.recall.get(self.k, 0.0)
 
 
 def run_dir(results_dir: Path, retriever: Retriever, dataset: str, split: str) -> Path:
@@ -440,9 +440,7 @@ def _write_recall(
     return recall
 
 
-def _recall(
-    path: Path, stored_k: int, examples: Sequence[Example], retriever: Retriever, regex_golds: bool
-) -> dict[int, float]:
+def _recall(path: Path, stored_k: int, examples: Sequence[Example], retriever: Retriever, regex_golds: bool) -> dict[int, float]:
     """Recall@1..stored_k from the saved file, recomputed if the golds or the rule changed since."""
     with contextlib.suppress(OSError, json.JSONDecodeError, KeyError, ValueError):
         record = json.loads(_recall_path(path).read_text(encoding="utf-8"))

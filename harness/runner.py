@@ -327,7 +327,7 @@ def compute_cells(
         raise ValueError("compute_cells needs cells with the same dataset, examples, retriever, m and backend")
     config = context.config
     provenance = {
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "harness_version": __version__,
         "limit": config.limit,
         "seed": config.seed,
@@ -339,7 +339,9 @@ def compute_cells(
     with ExitStack() as stack:
         open_cells: list[tuple[int, Cell, Any, int]] = []  # (index, cell, writer, examples already stored)
         writers = stack.enter_context(
-            store.writing_many([cell.spec for cell in cells], provenance, config.force, [[e.id for e in cell.examples] for cell in cells])
+            store.writing_many(
+                [cell.spec for cell in cells], provenance, config.force, [[e.id for e in cell.examples] for cell in cells]
+            )
         )
         for index, (cell, writer) in enumerate(zip(cells, writers, strict=True)):
             if writer is None:
@@ -418,7 +420,7 @@ def run(config: RunConfig, context: RunContext | None = None, progress: Any = No
             done += 1
             label = f"cell {done}/{len(todo)} {cell.spec.dataset} {method_label(cell.spec.method)} {cell.retriever} m={cell.spec.passages}"
             tasks[cell.key] = progress.add_task(label, total=len(cell.examples))
-        records = compute_cells(group, context, on_batch=lambda cell, n: progress.advance(tasks[cell.key], n))
+        records = compute_cells(group, context, on_batch=lambda cell, n, tasks=tasks: progress.advance(tasks[cell.key], n))
         computed += sum(record is not None for record in records)
         for cell in group:
             progress.update(tasks[cell.key], completed=len(cell.examples))

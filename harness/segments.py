@@ -108,7 +108,9 @@ def passage_segments(tokenizer: Any, passages: Sequence[Passage], *, shot: bool 
         return []
     lines = block.removesuffix(PASSAGES_BLOCK_END)
     return [
-        TokenSegment(tokenize(tokenizer, lines), SHOT_PASSAGE_LINES if shot else PASSAGE_LINES, truncatable=True, cut_priority=int(shot)),
+        TokenSegment(
+            tokenize(tokenizer, lines), SHOT_PASSAGE_LINES if shot else PASSAGE_LINES, truncatable=True, cut_priority=int(shot)
+        ),
         TokenSegment(tokenize(tokenizer, PASSAGES_BLOCK_END), SHOT_PASSAGES_END if shot else PASSAGES_END),
     ]
 

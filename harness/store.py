@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -32,7 +31,6 @@ from harness.errors import HarnessError
 from harness.metrics import bootstrap_ci
 from harness.spec import RESULT_SCHEMA_VERSION, CellSpec
 
-
 DEFAULT_LOCK_TIMEOUT_S = 4 * 3600.0  # a cell another run is writing can legitimately take hours on a large split
 
 
@@ -44,7 +42,9 @@ def lock_timeout() -> float:
     try:
         seconds = float(value)
     except ValueError:
-        raise HarnessError(f"HARNESS_LOCK_TIMEOUT={value!r} is not a number of seconds; set e.g. HARNESS_LOCK_TIMEOUT=600") from None
+        raise HarnessError(
+            f"HARNESS_LOCK_TIMEOUT={value!r} is not a number of seconds; set e.g. HARNESS_LOCK_TIMEOUT=600"
+        ) from None
     if seconds <= 0:
         raise HarnessError(f"HARNESS_LOCK_TIMEOUT={value!r} must be a positive number of seconds")
     return seconds
@@ -129,7 +129,7 @@ class CellWriter:
     def __init__(self, partial: Path, done_ids: list[str]) -> None:
         self._partial = partial
         self.done_ids = done_ids
-        self._handle = open(partial / "predictions.jsonl", "a", encoding="utf-8")
+        self._handle = open(partial / "predictions.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
 
     def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Write one batch of prediction rows and push them to disk before returning."""
@@ -182,7 +182,9 @@ class Store:
         stored = _read_json_file(path / "spec.json")
         version = stored.get("spec", {}).get("schema_version") if isinstance(stored.get("spec"), dict) else None
         if version != RESULT_SCHEMA_VERSION:
-            raise DamagedCell(f"{path}: written by another harness version (result schema {version}, this one reads {RESULT_SCHEMA_VERSION})")
+            raise DamagedCell(
+                f"{path}: written by another harness version (result schema {version}, this one reads {RESULT_SCHEMA_VERSION})"
+            )
         try:
             spec = CellSpec.from_dict(stored["spec"])
         except (KeyError, TypeError) as error:
@@ -196,7 +198,9 @@ class Store:
             raise DamagedCell(f"{path}: {found} for {spec.n_examples} examples (metrics say {metrics.get('n')})")
         recorded = metrics.get("predictions_sha256")  # absent in cells finished before digests were recorded
         if recorded is not None and recorded != file_sha256(path / "predictions.jsonl"):
-            raise DamagedCell(f"{path / 'predictions.jsonl'}: its sha256 differs from the one metrics.json recorded (changed after the cell finished)")
+            raise DamagedCell(
+                f"{path / 'predictions.jsonl'}: its sha256 differs from the one metrics.json recorded (changed after the cell finished)"
+            )
         record = CellRecord(key=key, path=path, spec=spec, provenance=stored.get("provenance", {}), metrics=metrics)
         self._checked[key] = record
         return record
@@ -217,8 +221,10 @@ class Store:
                 else:
                     self.warn(f"{damage}; skipped (delete that folder, or run again to recompute it)")
         if stale:
-            self.warn(f"{len(stale)} cell(s) under {self.runs} were written by another harness version and are "
-                      f"skipped; `harness run` recomputes what you ask for (delete them to silence this)")
+            self.warn(
+                f"{len(stale)} cell(s) under {self.runs} were written by another harness version and are "
+                f"skipped; `harness run` recomputes what you ask for (delete them to silence this)"
+            )
         return records
 
     def _lock(self, key: str) -> FileLock:

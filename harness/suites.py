@@ -34,5 +34,7 @@ def resolve_suite(spec: str) -> tuple[str, ...]:
         else:
             raise unknown_name("suite or dataset", part, [*SUITES, *DATASETS.names()])
     if not names:
-        raise HarnessError(f"--suite {spec!r} names no suite or dataset; pass e.g. --suite qa12 or --suite nq,popqa ({', '.join(SUITES)})")
+        raise HarnessError(
+            f"--suite {spec!r} names no suite or dataset; pass e.g. --suite qa12 or --suite nq,popqa ({', '.join(SUITES)})"
+        )
     return tuple(dict.fromkeys(names))

@@ -47,7 +47,7 @@ class Template:
     def spec(self) -> dict[str, str | int]:
         return {"name": self.name, "version": self.version, "hash": self.hash}
 
-    def render(self, *, q: str, passages: str = "", T: str = "", shots: str = "") -> str:  # noqa: N803 - the paper's symbol
+    def render(self, *, q: str, passages: str = "", T: str = "", shots: str = "") -> str:
         """The full input as text (virtual tokens rendered as ``T``); used for display and exact-string tests."""
         values = {PASSAGES: passages, VIRTUAL: T, QUESTION: q, SHOTS: shots}
         return _PLACEHOLDER.sub(lambda match: values[match.group(1)], self.text)

@@ -29,7 +29,6 @@ from harness.segments import Segment, split_after_passages
 from harness.spec import content_hash, example_ids_hash
 from harness.types import Example, Passage
 
-
 # The training budget of the CPU default (2 cores, ~15 minutes for the whole main job); --full lifts it.
 # At most `examples` questions, fewer when the dev loss plateaus first (README, "CPU budget"). Early stopping is
 # method-neutral: a trained method stops once 64 more questions lower its dev loss by less than 0.05. Measured on
@@ -37,8 +36,13 @@ from harness.types import Example, Passage
 # (it flattens at ~192, where the cap is); LoRA's 3.38, 3.29, 3.23 at 64..192, but its steps cost ~3x SPRING's,
 # so its cap is 128 questions to keep the main job within 15 minutes on 2 cores.
 CPU_TRAINING = {
-    "examples": 192, "max_passages": 3, "max_input_tokens": 384, "dev_examples": 32, "eval_every": 64,
-    "patience": 1, "min_delta": 0.05,
+    "examples": 192,
+    "max_passages": 3,
+    "max_input_tokens": 384,
+    "dev_examples": 32,
+    "eval_every": 64,
+    "patience": 1,
+    "min_delta": 0.05,
 }
 CPU_TRAINING_PER_METHOD: dict[str, dict[str, Any]] = {"lora": {"examples": 128}}
 
@@ -244,8 +248,14 @@ def train(
             stale += 1
         return config.patience > 0 and stale >= config.patience
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-               TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     own = progress is None
     bar = Progress(*columns, console=_console()) if own else progress
     with bar if own else contextlib.nullcontext():
@@ -273,8 +283,10 @@ def train(
                 if evaluate and (seen // config.eval_every > before // config.eval_every or record.steps == total):
                     stop = checkpoint_dev(seen)
                     point = record.curve[-1]
-                    log(f"epoch {epoch + 1} step {record.steps}/{total} loss {point.get('train_loss', math.nan):.4f} "
-                        f"dev loss {point['dev_loss']:.4f} (best {best_loss:.4f} at step {record.best_step}) | {rate:.1f} ex/s")
+                    log(
+                        f"epoch {epoch + 1} step {record.steps}/{total} loss {point.get('train_loss', math.nan):.4f} "
+                        f"dev loss {point['dev_loss']:.4f} (best {best_loss:.4f} at step {record.best_step}) | {rate:.1f} ex/s"
+                    )
                 elif not evaluate and (record.steps % 10 == 0 or record.steps == total):
                     window = record.losses[-10:]
                     log(f"epoch {epoch + 1} step {record.steps}/{total} loss {sum(window) / len(window):.4f} | {rate:.1f} ex/s")
@@ -285,8 +297,10 @@ def train(
                 stop = False
             if stop:
                 record.stopped_early = True
-                log(f"early stop at step {record.steps}: no dev-loss gain of {config.min_delta} in {config.patience} "
-                    f"evaluations; keeping step {record.best_step} (dev loss {best_loss:.4f})")
+                log(
+                    f"early stop at step {record.steps}: no dev-loss gain of {config.min_delta} in {config.patience} "
+                    f"evaluations; keeping step {record.best_step} (dev loss {best_loss:.4f})"
+                )
                 break
         bar.update(task, completed=total)
         if best_weights is not None:  # the lowest dev loss wins, not the last step

@@ -109,7 +109,12 @@ def _check_run_entry(store: Store, folder: Path, report: Report) -> Iterator[Fin
         yield Finding("orphaned", folder, "a temporary file left by an interrupted write; not a result", repairable=True)
         return
     if not (folder / "metrics.json").is_file():
-        yield Finding("incomplete", folder, "a folder without metrics.json is not a finished cell; the next run recomputes it", repairable=True)
+        yield Finding(
+            "incomplete",
+            folder,
+            "a folder without metrics.json is not a finished cell; the next run recomputes it",
+            repairable=True,
+        )
         return
     report.checked["cells"] += 1
     try:
@@ -122,12 +127,16 @@ def _check_run_entry(store: Store, folder: Path, report: Report) -> Iterator[Fin
     spec = record.spec
     lm_eval = spec.scorer_version.startswith("lm-eval/")
     if not lm_eval and spec.scorer_version != SCORER_VERSION:
-        yield Finding("outdated", folder, f"scored by {spec.scorer_version}; this harness scores with {SCORER_VERSION}", repairable=True)
+        yield Finding(
+            "outdated", folder, f"scored by {spec.scorer_version}; this harness scores with {SCORER_VERSION}", repairable=True
+        )
         return
     if not lm_eval:
         asked = [SimpleNamespace(id=row["id"], question=row.get("question"), golds=row.get("golds") or ()) for row in rows]
         if examples_hash(asked) != spec.examples_hash:
-            yield Finding("corrupt", folder, "its rows' ids, questions and golds are not the examples its spec names", repairable=True)
+            yield Finding(
+                "corrupt", folder, "its rows' ids, questions and golds are not the examples its spec names", repairable=True
+            )
             return
         for line, row in enumerate(rows, start=1):
             wrong = _rescoring_problem(row, spec.metrics)
@@ -177,16 +186,25 @@ def _check_checkpoint_entry(path: Path, report: Report) -> Iterator[Finding]:
     if name.startswith(SET_ASIDE):
         yield Finding("set aside", path, "set aside by an earlier run or repair; delete it when you no longer need it")
     elif name.startswith("."):
-        yield Finding("orphaned", path, "a temporary file or staging folder left by an interrupted training; not a checkpoint", repairable=True)
+        yield Finding(
+            "orphaned",
+            path,
+            "a temporary file or staging folder left by an interrupted training; not a checkpoint",
+            repairable=True,
+        )
     elif name.endswith(".safetensors"):
         report.checked["checkpoints"] += 1
         problem = _tensor_problem(path)
         if problem:
             yield Finding("corrupt", path, problem, repairable=True)
         elif not path.with_suffix(".json").is_file():
-            yield Finding("no record", path, "no training record (.json) beside it: its loss curve is unknown; the tensor is whole")
+            yield Finding(
+                "no record", path, "no training record (.json) beside it: its loss curve is unknown; the tensor is whole"
+            )
     elif name.endswith(".json") and not path.with_suffix(".safetensors").exists():
-        yield Finding("incomplete", path, "a training record without its tensor: that training did not finish; the next run trains it")
+        yield Finding(
+            "incomplete", path, "a training record without its tensor: that training did not finish; the next run trains it"
+        )
     elif path.is_dir():
         report.checked["checkpoints"] += 1
         weights = path / "adapter_model.safetensors"
@@ -206,7 +224,12 @@ def _tensor_problem(path: Path, hashed: bool = True) -> str | None:
             metadata = dict(handle.metadata() or {})
     except SafetensorError as error:
         return f"unreadable ({error})"
-    if hashed and "tensor_hash" in metadata and TENSOR_NAME in tensors and tensor_hash(tensors[TENSOR_NAME]) != metadata["tensor_hash"]:
+    if (
+        hashed
+        and "tensor_hash" in metadata
+        and TENSOR_NAME in tensors
+        and tensor_hash(tensors[TENSOR_NAME]) != metadata["tensor_hash"]
+    ):
         return "its tensor does not hash to the tensor_hash it records"
     return None
 
@@ -235,7 +258,9 @@ def _leftovers(folder: Path) -> Iterator[Finding]:
         if path.name.startswith(SET_ASIDE):
             yield Finding("set aside", path, "set aside by an earlier repair; delete it when you no longer need it")
         elif path.name.startswith("."):
-            yield Finding("orphaned", path, "a temporary file left by an interrupted write inside a finished cell", repairable=True)
+            yield Finding(
+                "orphaned", path, "a temporary file left by an interrupted write inside a finished cell", repairable=True
+            )
 
 
 __all__ = ["NOTES", "PROBLEMS", "Finding", "Report", "repair", "verify_store"]

@@ -48,7 +48,11 @@ def mixed_training_data(context: Any, retriever: str, config: TrainingConfig) ->
         return {e.id: run.passages(e.id) for e in examples}
 
     data = training_data(
-        SUITES["indomain"], config.examples, config.seed, None if retriever == "none" else retrieve, context.data_dir,
+        SUITES["indomain"],
+        config.examples,
+        config.seed,
+        None if retriever == "none" else retrieve,
+        context.data_dir,
         dev=config.dev_examples if config.eval_every else 0,
     )
     return data, specs
@@ -121,21 +125,31 @@ def token_checkpoint(
             }
             # The record first: the tensor's presence means "trained", so it must never exist without its
             # training spec and curve (a kill between the two writes leaves only a record, and retrains).
-            atomic_write_json(target.with_suffix(".json"), {"spec": spec, "log": log.__dict__}, indent=2, sort_keys=True, newline=True)
+            atomic_write_json(
+                target.with_suffix(".json"), {"spec": spec, "log": log.__dict__}, indent=2, sort_keys=True, newline=True
+            )
             save_virtual_tokens(target, weights, metadata)
 
         build_once(
             path, train_and_publish, is_built=lambda p: p.is_file() and readable_checkpoint(p), on_stale=set_aside, in_place=True
         )
-        weights, metadata = load_virtual_tokens(path, hidden_size=hidden_size(context), weights_hash=context.model_spec["weights_hash"])
+        weights, metadata = load_virtual_tokens(
+            path, hidden_size=hidden_size(context), weights_hash=context.model_spec["weights_hash"]
+        )
         return weights, metadata["tensor_hash"]
 
     return context.artifact((method_name, retriever, content_hash(settings), content_hash(base)), build)
 
 
 def adapter_folder(
-    context: Any, method_name: str, folder_name: str, retriever: str, config: TrainingConfig, settings: dict[str, Any],
-    describe: str, train_into: Callable[[TrainingData, Path, dict], None],
+    context: Any,
+    method_name: str,
+    folder_name: str,
+    retriever: str,
+    config: TrainingConfig,
+    settings: dict[str, Any],
+    describe: str,
+    train_into: Callable[[TrainingData, Path, dict], None],
 ) -> Path:
     """The PEFT adapter folder ``<results>/checkpoints/<folder_name>-<training spec hash>/``; when absent,
     ``train_into(data, staging, spec)`` writes it into a staging folder (with :func:`save_peft`), published under

@@ -167,8 +167,19 @@ def resolve_model(cells: pd.DataFrame, model: str | None, what: str, hint: str) 
 
 
 IDENTITY = (
-    "dataset", "model", "retriever", "corpus", "passages", "method_name", "tokens", "placement", "fixed_k", "impl", "shots",
-    "plugged", "num_fewshot",
+    "dataset",
+    "model",
+    "retriever",
+    "corpus",
+    "passages",
+    "method_name",
+    "tokens",
+    "placement",
+    "fixed_k",
+    "impl",
+    "shots",
+    "plugged",
+    "num_fewshot",
 )
 
 
@@ -192,7 +203,9 @@ class Averages:
     notes: list[str] = field(default_factory=list)
 
 
-def average_points(points: dict[str, pd.DataFrame], metrics: Sequence[str], order: Sequence[str], what: str, hint: str) -> Averages:
+def average_points(
+    points: dict[str, pd.DataFrame], metrics: Sequence[str], order: Sequence[str], what: str, hint: str
+) -> Averages:
     """Average each point's cells (one per dataset) over the datasets every point has.
 
     ``points`` maps a point label (a series and x value) to its cells; ``order`` orders the datasets.
@@ -206,7 +219,9 @@ def average_points(points: dict[str, pd.DataFrame], metrics: Sequence[str], orde
         if not repeated.empty:  # e.g. the same retriever over two corpora: draw the largest, newest evaluation
             points[label] = cells.sort_values(["n", "created"], kind="stable").drop_duplicates("dataset", keep="last")
             kept = points[label][points[label]["dataset"].isin(repeated["dataset"])]
-            notes.append(f"{label}: several cells per dataset ({', '.join(sorted(repeated['corpus'].unique()))}); drawn: the largest, newest ({', '.join(sorted(kept['corpus'].unique()))})")
+            notes.append(
+                f"{label}: several cells per dataset ({', '.join(sorted(repeated['corpus'].unique()))}); drawn: the largest, newest ({', '.join(sorted(kept['corpus'].unique()))})"
+            )
     have = {label: set(cells["dataset"]) for label, cells in points.items()}
     common = [d for d in order if all(d in s for s in have.values())]
     union = [d for d in order if any(d in s for s in have.values())]
@@ -222,7 +237,9 @@ def average_points(points: dict[str, pd.DataFrame], metrics: Sequence[str], orde
         notes.append("left out of the averages, as not every point has them: " + "; ".join(left_out))
     absent = [d for d in order if d not in union]
     if absent and len(order) > 1:
-        notes.append(f"no cells at all for {len(absent)} of the suite's {len(order)} datasets: {', '.join(absent)} (run `{hint}`)")
+        notes.append(
+            f"no cells at all for {len(absent)} of the suite's {len(order)} datasets: {', '.join(absent)} (run `{hint}`)"
+        )
     rows = {}
     for label, cells in points.items():
         used = cells.set_index("dataset").loc[common]
@@ -270,7 +287,9 @@ def _limits(cells: pd.DataFrame) -> str:
     return f"{examples} examples per dataset ({limit})"
 
 
-def caption(cells: pd.DataFrame, setting: str = "", datasets: Sequence[str] = (), notes: Sequence[str] = (), ci: bool = True) -> str:
+def caption(
+    cells: pd.DataFrame, setting: str = "", datasets: Sequence[str] = (), notes: Sequence[str] = (), ci: bool = True
+) -> str:
     """Backbone, corpus, example limit and run date of ``cells`` (the cells drawn), then the figure's notes."""
     parts = [
         f"backbone {', '.join(sorted(cells['model'].unique()))}",
@@ -305,7 +324,15 @@ def finish(fig: Figure, title: str, text: str, model: str, legend_from=None, axi
     fig.suptitle(title, fontsize=12, fontweight="bold", y=1 - 0.12 / total, va="top")
     if legend_from is not None:
         handles, labels = legend_from.get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.5 / total), ncol=len(labels), frameon=False, fontsize=9)
+        fig.legend(
+            handles,
+            labels,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 1 - 0.5 / total),
+            ncol=len(labels),
+            frameon=False,
+            fontsize=9,
+        )
     fig.text(0.01, 0.08 / total, wrapped, fontsize=8, color="#333333", ha="left", va="bottom", linespacing=1.35)
     fig.subplots_adjust(top=1 - (0.75 + legend_in) / total, bottom=(caption_in + axis_room) / total, wspace=0.28)
     return fig
@@ -354,7 +381,12 @@ def choose(cells: pd.DataFrame, columns: Sequence[str], rank: str | None = None)
     score = grouped[rank].nunique() * 10_000 + grouped.size() if rank else grouped.size()
     best = score[score == score.max()].index
     # ties: a real retriever before "none", then more passages
-    choice = sorted(best, key=lambda key: tuple((str(v) != "none", v) if isinstance(v, str) else (True, v) for v in (key if isinstance(key, tuple) else (key,))))[-1]
+    choice = sorted(
+        best,
+        key=lambda key: tuple(
+            (str(v) != "none", v) if isinstance(v, str) else (True, v) for v in (key if isinstance(key, tuple) else (key,))
+        ),
+    )[-1]
     return choice if isinstance(choice, tuple) else (choice,)
 
 
@@ -364,7 +396,11 @@ def other_settings(cells: pd.DataFrame, columns: Sequence[str], chosen: tuple, f
         return []
     grouped = cells.groupby(list(columns), dropna=False)
     sizes = grouped[rank].nunique() if rank else grouped.size()
-    others = [key for key, size in sizes.items() if (key if isinstance(key, tuple) else (key,)) != tuple(chosen) and (not rank or size >= 2)]
+    others = [
+        key
+        for key, size in sizes.items()
+        if (key if isinstance(key, tuple) else (key,)) != tuple(chosen) and (not rank or size >= 2)
+    ]
     if not others:
         return []
     shown = ", ".join("/".join(map(str, key if isinstance(key, tuple) else (key,))) for key in others[:6])
@@ -372,7 +408,9 @@ def other_settings(cells: pd.DataFrame, columns: Sequence[str], chosen: tuple, f
     return [f"also in the store ({'/'.join(columns)}): {shown}{more}; pick with {flags}"]
 
 
-def grouped_bars(ax, groups: Sequence[str], series: Sequence[tuple[str, str]], table: pd.DataFrame, metric: str, label_bars: bool = True) -> None:
+def grouped_bars(
+    ax, groups: Sequence[str], series: Sequence[tuple[str, str]], table: pd.DataFrame, metric: str, label_bars: bool = True
+) -> None:
     """Bars of ``table`` (index ``"<series> @ <group>"``) grouped by ``groups``, one bar per series (name, colour)."""
     width = 0.8 / max(1, len(series))
     x = np.arange(len(groups))
@@ -381,13 +419,30 @@ def grouped_bars(ax, groups: Sequence[str], series: Sequence[tuple[str, str]], t
         rows = table.reindex(labels)
         heights = rows[metric].to_numpy(float)
         offsets = x + (i - (len(series) - 1) / 2) * width
-        bars = ax.bar(offsets, heights, width * 0.92, yerr=yerr(rows, metric), color=colour, label=name, capsize=2.5, error_kw={"linewidth": 0.9, "ecolor": "#333333"})
+        bars = ax.bar(
+            offsets,
+            heights,
+            width * 0.92,
+            yerr=yerr(rows, metric),
+            color=colour,
+            label=name,
+            capsize=2.5,
+            error_kw={"linewidth": 0.9, "ecolor": "#333333"},
+        )
         if label_bars:
             for bar, h in zip(bars, heights):
                 if np.isfinite(h):
                     inside = h >= 0.12 * np.nanmax(table[metric].to_numpy(float))
-                    ax.annotate(f"{h:.1f}", (bar.get_x() + bar.get_width() / 2, 0 if inside else h), xytext=(0, 2), textcoords="offset points",
-                                ha="center", va="bottom", fontsize=7, color="white" if inside else "#333333")
+                    ax.annotate(
+                        f"{h:.1f}",
+                        (bar.get_x() + bar.get_width() / 2, 0 if inside else h),
+                        xytext=(0, 2),
+                        textcoords="offset points",
+                        ha="center",
+                        va="bottom",
+                        fontsize=7,
+                        color="white" if inside else "#333333",
+                    )
     ax.set_xticks(x, groups, fontsize=9)
 
 
@@ -396,7 +451,9 @@ def errorbar_line(ax, xs: Sequence[float], rows: pd.DataFrame, metric: str, inde
 
     Artists with a dodge transform do not take part in autoscaling, so the data limits are updated here.
     """
-    ax.errorbar(np.asarray(xs, float), rows[metric].to_numpy(float), yerr=yerr(rows, metric), transform=dodge(ax, index, count), **style)
+    ax.errorbar(
+        np.asarray(xs, float), rows[metric].to_numpy(float), yerr=yerr(rows, metric), transform=dodge(ax, index, count), **style
+    )
     lows, highs = rows[f"{metric}_low"].to_numpy(float), rows[f"{metric}_high"].to_numpy(float)
     ax.update_datalim(np.column_stack([np.concatenate([xs, xs]).astype(float), np.concatenate([lows, highs])]))
     ax.autoscale_view()
@@ -417,7 +474,14 @@ class PromptSpringSweep:
 
 
 def prompt_spring_sweep(
-    frame: pd.DataFrame, plot: str, suite: str, model: str | None, varied: str, fixed: str, fixed_value: object, tokens: int | None
+    frame: pd.DataFrame,
+    plot: str,
+    suite: str,
+    model: str | None,
+    varied: str,
+    fixed: str,
+    fixed_value: object,
+    tokens: int | None,
 ) -> PromptSpringSweep:
     """The cells of a Prompt-vs-SPRING sweep over ``varied``, at one ``fixed`` setting and one k.
 

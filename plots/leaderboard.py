@@ -13,13 +13,32 @@ from matplotlib.figure import Figure
 from harness.leaderboard import leaderboard, select
 from harness.metrics import METRIC_LABELS
 from harness.suites import resolve_suite
-from plots._frame import PROMPT, caption, choose, finish, metric_label, new_figure, other_settings, qa_cells, resolve_model, restrict, run_command
+from plots._frame import (
+    PROMPT,
+    caption,
+    choose,
+    finish,
+    metric_label,
+    new_figure,
+    other_settings,
+    qa_cells,
+    resolve_model,
+    restrict,
+    run_command,
+)
 
 
 def _column_order(picked: pd.DataFrame) -> list[str]:
     first = picked.drop_duplicates("method").set_index("method")
     key = {
-        label: (row.method_name != PROMPT, row.method_name, -1 if pd.isna(row.tokens) else int(row.tokens), row.placement != "rtq", row.placement, bool(row.fixed_k))
+        label: (
+            row.method_name != PROMPT,
+            row.method_name,
+            -1 if pd.isna(row.tokens) else int(row.tokens),
+            row.placement != "rtq",
+            row.placement,
+            bool(row.fixed_k),
+        )
         for label, row in first.iterrows()
     }
     return sorted(key, key=key.get)
@@ -60,7 +79,15 @@ def leaderboard_heatmap(
         for j in range(n_cols):
             v = values[i, j]
             shade = 0.5 if high == low else (v - low) / (high - low)
-            ax.text(j, i, "-" if np.isnan(v) else f"{v:.1f}", ha="center", va="center", fontsize=8, color="white" if shade < 0.55 else "black")
+            ax.text(
+                j,
+                i,
+                "-" if np.isnan(v) else f"{v:.1f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if shade < 0.55 else "black",
+            )
     ax.set_xticks(range(n_cols), table.columns, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(n_rows), table.index, fontsize=8)
     ax.tick_params(length=0)
@@ -69,11 +96,15 @@ def leaderboard_heatmap(
         ax.axhline(first_avg - 0.5, color="white", linewidth=3)
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).set_label(f"{metric_label(metric)} (x100)", fontsize=8)
 
-    notes = ["avg rows average the datasets every method has; * held out; - no cell; bootstrap CIs: `harness leaderboard --compare A,B`"]
+    notes = [
+        "avg rows average the datasets every method has; * held out; - no cell; bootstrap CIs: `harness leaderboard --compare A,B`"
+    ]
     notes += other_settings(cells, ("retriever", "passages"), setting, "--retriever/--passages")
     text = caption(picked, f"retriever {setting[0]}, m={setting[1]} passages", (), notes, ci=False)
     longest = max((len(str(c)) for c in table.columns), default=8)
-    return finish(fig, f"{metric_label(metric)} by dataset and method: {model} on {suite}", text, model, axis_room=0.2 + 0.03 * longest)
+    return finish(
+        fig, f"{metric_label(metric)} by dataset and method: {model} on {suite}", text, model, axis_room=0.2 + 0.03 * longest
+    )
 
 
 def _colormap():

@@ -16,8 +16,8 @@ from plots._frame import (
     QA_METRICS,
     average_points,
     caption,
-    errorbar_line,
     color,
+    errorbar_line,
     finish,
     metric_label,
     new_figure,
@@ -37,9 +37,18 @@ def passages(
     metrics: Sequence[str] = QA_METRICS,
 ) -> Figure:
     """Lines over m: Prompt and SPRING k, one panel per metric (x100, dataset averages)."""
-    sweep = prompt_spring_sweep(frame, "passages", suite, model, varied="passages", fixed="retriever", fixed_value=retriever, tokens=tokens)
+    sweep = prompt_spring_sweep(
+        frame, "passages", suite, model, varied="passages", fixed="retriever", fixed_value=retriever, tokens=tokens
+    )
     datasets, model, hint, both, prompt, spring_r, r, k = (
-        sweep.datasets, sweep.model, sweep.hint, sweep.both, sweep.prompt, sweep.spring, sweep.fixed_value, sweep.k
+        sweep.datasets,
+        sweep.model,
+        sweep.hint,
+        sweep.both,
+        sweep.prompt,
+        sweep.spring,
+        sweep.fixed_value,
+        sweep.k,
     )
     ms = sorted(set(prompt["passages"]) | set(spring_r["passages"]))
     if len(ms) < 2:
@@ -65,7 +74,21 @@ def passages(
                 continue
             rows = table.loc[labels]
             xs = [int(label.rsplit("m=", 1)[1]) for label in labels]
-            errorbar_line(ax, xs, rows, metric, i, 2, label=name, color=color(key), linestyle=style, marker="o", markersize=5, capsize=3, linewidth=1.8)
+            errorbar_line(
+                ax,
+                xs,
+                rows,
+                metric,
+                i,
+                2,
+                label=name,
+                color=color(key),
+                linestyle=style,
+                marker="o",
+                markersize=5,
+                capsize=3,
+                linewidth=1.8,
+            )
         ax.set_xticks(ms, [str(m) for m in ms])
         ax.set_xlabel("retrieved passages m")
         ax.set_ylabel(f"average {metric_label(metric)} (x100)")

@@ -70,8 +70,12 @@ def placement(
     table = averages.table
     notes = [PLACEMENT_HELP, *averages.notes]
     if prompt.empty:
-        notes.append(f"no Prompt cells at {r}, m={m}: baseline omitted (run `{run_command('prompt', suite, model, retriever=r, passages=m)}`)")
-    notes += other_settings(spring, ("retriever", "passages", "tokens"), setting, "--retriever/--passages/--tokens", rank="placement")
+        notes.append(
+            f"no Prompt cells at {r}, m={m}: baseline omitted (run `{run_command('prompt', suite, model, retriever=r, passages=m)}`)"
+        )
+    notes += other_settings(
+        spring, ("retriever", "passages", "tokens"), setting, "--retriever/--passages/--tokens", rank="placement"
+    )
 
     fig, axes = new_figure(4.2 * len(metrics), 4.0, ncols=len(metrics))
     for ax, metric in zip(axes, metrics):

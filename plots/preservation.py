@@ -11,7 +11,18 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from plots._frame import caption, color, finish, grouped_bars, latest, lm_eval_cells, metric_label, new_figure, resolve_model, run_command
+from plots._frame import (
+    caption,
+    color,
+    finish,
+    grouped_bars,
+    latest,
+    lm_eval_cells,
+    metric_label,
+    new_figure,
+    resolve_model,
+    run_command,
+)
 
 # the paper's order; local task names (harness_*) and the stock lm-eval names of `harness preserve --source hub`
 TASK_ORDER = ("harness_mmlu", "mmlu", "harness_boolq", "boolq", "harness_csqa", "commonsense_qa", "harness_gsm8k", "gsm8k")
@@ -66,7 +77,10 @@ def preservation(frame: pd.DataFrame, suite: str | None = None, model: str | Non
     table = pd.DataFrame.from_dict(rows, orient="index")
 
     palette = {"base": color("base"), "LoRA": color("lora"), "SPRING unplugged": color("spring unplugged")}
-    series = [(name, palette.get(name, color("spring plugged") if name.startswith("SPRING plugged") else color(name, i))) for i, name in enumerate(variants)]
+    series = [
+        (name, palette.get(name, color("spring plugged") if name.startswith("SPRING plugged") else color(name, i)))
+        for i, name in enumerate(variants)
+    ]
     fig, (ax,) = new_figure(max(6.5, 1.1 + len(groups) * (0.45 * len(variants) + 0.6)), 4.2)
     grouped_bars(ax, [g for g in groups], series, table, "value", label_bars=False)
     ax.set_xticks(range(len(groups)), [f"{g}\n({metrics_used[g]})" for g in groups], fontsize=8)
@@ -86,8 +100,16 @@ def preservation(frame: pd.DataFrame, suite: str | None = None, model: str | Non
             value, high = table.loc[label, ["value", "value_high"]]
             x = j + (i - (len(variants) - 1) / 2) * width
             diff = value - base
-            ax.annotate(f"{diff:+.1f}", (x, high), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7,
-                        color="#b22222" if diff < -0.05 else "#333333")
+            ax.annotate(
+                f"{diff:+.1f}",
+                (x, high),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color="#b22222" if diff < -0.05 else "#333333",
+            )
     ax.set_ylabel("score (x100)")
     ax.set_ylim(0, min(100.0, np.nanmax(table["value_high"].to_numpy(float)) * 1.15 + 5))
     text = caption(cells, "lm-eval tasks, closed book (no retrieval)", (), notes)

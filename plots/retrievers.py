@@ -37,9 +37,18 @@ def retrievers(
     metrics: Sequence[str] = QA_METRICS,
 ) -> Figure:
     """Grouped bars: x = retriever, bars = Prompt and SPRING k, one panel per metric (x100, dataset averages)."""
-    sweep = prompt_spring_sweep(frame, "retrievers", suite, model, varied="retriever", fixed="passages", fixed_value=passages, tokens=tokens)
+    sweep = prompt_spring_sweep(
+        frame, "retrievers", suite, model, varied="retriever", fixed="passages", fixed_value=passages, tokens=tokens
+    )
     datasets, model, hint, both, prompt, spring_m, m, k = (
-        sweep.datasets, sweep.model, sweep.hint, sweep.both, sweep.prompt, sweep.spring, sweep.fixed_value, sweep.k
+        sweep.datasets,
+        sweep.model,
+        sweep.hint,
+        sweep.both,
+        sweep.prompt,
+        sweep.spring,
+        sweep.fixed_value,
+        sweep.k,
     )
     names = sorted(set(prompt["retriever"]) | set(spring_m["retriever"]))
     if len(names) < 2:
@@ -55,7 +64,11 @@ def retrievers(
     if missing:
         notes.append(f"no cells for {', '.join(missing)} (run `{hint} --passages {m}`)")
     notes += other_settings(both, ("passages",), (m,), "--passages", rank="retriever")
-    series = [(name, color(key)) for name, key in (("Prompt", "prompt"), (spring_name, "spring")) if any(l.startswith(name + " @") and not points[l].empty for l in points)]
+    series = [
+        (name, color(key))
+        for name, key in (("Prompt", "prompt"), (spring_name, "spring"))
+        if any(label.startswith(name + " @") and not points[label].empty for label in points)
+    ]
 
     fig, axes = new_figure(max(4.2, 1.3 * len(names) + 1.6) * len(metrics), 4.0, ncols=len(metrics))
     for ax, metric in zip(axes, metrics):

@@ -23,8 +23,8 @@ from plots._frame import (
     average_points,
     caption,
     choose,
-    errorbar_line,
     color,
+    errorbar_line,
     finish,
     latest,
     metric_label,
@@ -82,7 +82,9 @@ def tokens_sweep(
 
     notes = list(averages.notes)
     if prompt.empty:
-        notes.append(f"no Prompt cells at {r}, m={m}: baseline omitted (run `{run_command('prompt', suite, model, retriever=r, passages=m)}`)")
+        notes.append(
+            f"no Prompt cells at {r}, m={m}: baseline omitted (run `{run_command('prompt', suite, model, retriever=r, passages=m)}`)"
+        )
     notes += other_settings(trained, ("retriever", "passages"), (r, m), "--retriever/--passages", rank="tokens")
 
     fig, axes = new_figure(5.2 * len(metrics), 4.0, ncols=len(metrics))
@@ -96,8 +98,19 @@ def tokens_sweep(
                 continue
             rows = table.loc[[label for _, label in pairs]]
             errorbar_line(
-                ax, [k for k, _ in pairs], rows, metric, i, 2 if series[FIXED_SERIES] else 1, label=name, color=color("spring" if name == SPRING_SERIES else "spring fixed-k"),
-                linestyle=style, marker="o", markersize=5, capsize=3, linewidth=1.8,
+                ax,
+                [k for k, _ in pairs],
+                rows,
+                metric,
+                i,
+                2 if series[FIXED_SERIES] else 1,
+                label=name,
+                color=color("spring" if name == SPRING_SERIES else "spring fixed-k"),
+                linestyle=style,
+                marker="o",
+                markersize=5,
+                capsize=3,
+                linewidth=1.8,
             )
         if PROMPT_SERIES in table.index:
             row = table.loc[PROMPT_SERIES]

@@ -31,7 +31,13 @@ from harness.errors import HarnessError
 from plots._frame import COLORS, finish, new_figure
 
 __all__ = [
-    "COLUMNS", "TITLE", "checkpoint_labels", "load_training_frame", "record_paths", "training_curves", "training_frame",
+    "COLUMNS",
+    "TITLE",
+    "checkpoint_labels",
+    "load_training_frame",
+    "record_paths",
+    "training_curves",
+    "training_frame",
     "training_stem",
 ]
 
@@ -44,8 +50,24 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
 
 # One row per plotted point; the columns after ``stopped_early`` repeat the checkpoint's settings on each row.
 COLUMNS = (
-    "checkpoint", "method", "kind", "step", "examples", "loss", "best", "stopped_early",
-    "model", "lr", "batch_size", "seen", "planned_steps", "steps", "dev_examples", "eval_every", "patience", "path",
+    "checkpoint",
+    "method",
+    "kind",
+    "step",
+    "examples",
+    "loss",
+    "best",
+    "stopped_early",
+    "model",
+    "lr",
+    "batch_size",
+    "seen",
+    "planned_steps",
+    "steps",
+    "dev_examples",
+    "eval_every",
+    "patience",
+    "path",
 )
 
 
@@ -302,8 +324,18 @@ def training_curves(frame: pd.DataFrame, method: str | Sequence[str] | None = No
             ax.plot(dev["examples"], dev["loss"], color=colour, linewidth=1.8, marker="o", markersize=4.5, gid=f"dev:{name}")
             best = dev[dev["best"]]
             if not best.empty:
-                ax.plot(best["examples"], best["loss"], linestyle="none", marker="*", markersize=15, color=colour,
-                        markeredgecolor="black", markeredgewidth=0.7, zorder=5, gid=f"best:{name}")
+                ax.plot(
+                    best["examples"],
+                    best["loss"],
+                    linestyle="none",
+                    marker="*",
+                    markersize=15,
+                    color=colour,
+                    markeredgecolor="black",
+                    markeredgewidth=0.7,
+                    zorder=5,
+                    gid=f"best:{name}",
+                )
         else:
             no_curve.append(labels[name])
         style = {"marker": "o", "markersize": 4.5, "linewidth": 1.8} if not dev.empty else {"linewidth": 0.8}
@@ -312,8 +344,17 @@ def training_curves(frame: pd.DataFrame, method: str | Sequence[str] | None = No
     handles += [
         Line2D([], [], color=grey, linewidth=0.8, alpha=0.55, label=f"train loss ({SMOOTHING}-step moving average)"),
         Line2D([], [], color=grey, linewidth=1.8, marker="o", markersize=4.5, label="dev loss"),
-        Line2D([], [], color=grey, linestyle="none", marker="*", markersize=12, markeredgecolor="black",
-               markeredgewidth=0.7, label="kept step (lowest dev loss)"),
+        Line2D(
+            [],
+            [],
+            color=grey,
+            linestyle="none",
+            marker="*",
+            markersize=12,
+            markeredgecolor="black",
+            markeredgewidth=0.7,
+            label="kept step (lowest dev loss)",
+        ),
     ]
     ax.set_xlabel("training questions seen")
     ax.set_ylabel("loss (answer-only cross-entropy)")
@@ -326,7 +367,11 @@ def training_curves(frame: pd.DataFrame, method: str | Sequence[str] | None = No
     ]
     evaluated = settings[settings["checkpoint"].isin(frame.loc[frame["kind"] == DEV, "checkpoint"])]
     dev_settings = {
-        labels[row.checkpoint].removesuffix(", early stop"): (_count(row.dev_examples), _count(row.eval_every), _count(row.patience))
+        labels[row.checkpoint].removesuffix(", early stop"): (
+            _count(row.dev_examples),
+            _count(row.eval_every),
+            _count(row.patience),
+        )
         for row in evaluated.itertuples()
     }
     if len(set(dev_settings.values())) == 1:
@@ -358,8 +403,13 @@ def training_curves(frame: pd.DataFrame, method: str | Sequence[str] | None = No
     fig = finish(fig, TITLE, text, ", ".join(models), legend_from=None)
     width = fig.get_figwidth()
     fig.subplots_adjust(left=0.7 / width, right=(0.7 + axes_in) / width, top=1 - 0.55 / fig.get_figheight())  # no legend row
-    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=((0.9 + axes_in) / width, fig.subplotpars.top), frameon=False,
-               fontsize=8)
+    fig.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=((0.9 + axes_in) / width, fig.subplotpars.top),
+        frameon=False,
+        fontsize=8,
+    )
     return fig
 
 
@@ -372,5 +422,3 @@ def training_stem(frame: pd.DataFrame, method: str | Sequence[str] | None = None
     models = sorted(drawn["model"].unique())
     stem = f"training-{_safe(models[0]) if len(models) == 1 else 'all-backbones'}"
     return stem + (f"-{_safe('+'.join(methods))}" if methods else "")
-
-

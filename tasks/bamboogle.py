@@ -27,4 +27,8 @@ class Bamboogle(Task):
         path = data_dir / cls.eval_files[0]
         for index, record in enumerate(read_json_records(path)):
             where = f"record {index}"
-            yield Example(f"bamboogle/test/{index}", require_text(record, "question", path, where), [require_answer(record, "answer", path, where)])
+            yield Example(
+                f"bamboogle/test/{index}",
+                require_text(record, "question", path, where),
+                [require_answer(record, "answer", path, where)],
+            )

@@ -31,7 +31,9 @@ class NaturalQuestions(Task):
     def read_eval(cls, data_dir: Path) -> Iterator[Example]:
         path = data_dir / cls.eval_files[0]
         for line, record in read_jsonl(path):
-            yield Example(f"nq/test/{line}", require_text(record, "question", path, line), require_answers(record, "answer", path, line))
+            yield Example(
+                f"nq/test/{line}", require_text(record, "question", path, line), require_answers(record, "answer", path, line)
+            )
 
     @classmethod
     def read_train(cls, data_dir: Path) -> Iterator[Example]:

@@ -38,7 +38,9 @@ class SQuAD(Task):
     def read_train(cls, data_dir: Path) -> Iterator[Example]:
         path = data_dir / cls.train_files[0]
         for line, record in read_jsonl(path):
-            yield Example(f"squad/train/{line}", require_text(record, "query", path, line), [require_answer(record, "answer", path, line)])
+            yield Example(
+                f"squad/train/{line}", require_text(record, "query", path, line), [require_answer(record, "answer", path, line)]
+            )
 
     @classmethod
     def read_passages(cls, data_dir: Path, gold_only: bool = True) -> Iterator[tuple[tuple[str, ...], str, str]]:

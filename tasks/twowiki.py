@@ -29,4 +29,6 @@ class TwoWikiMultihopQA(Task):
     def read_eval(cls, data_dir: Path) -> Iterator[Example]:
         path = data_dir / cls.eval_files[0]
         for line, record in read_jsonl(path):
-            yield Example(f"2wiki/dev/{line}", require_text(record, "question", path, line), require_answers(record, "answer", path, line))
+            yield Example(
+                f"2wiki/dev/{line}", require_text(record, "question", path, line), require_answers(record, "answer", path, line)
+            )

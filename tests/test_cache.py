@@ -148,8 +148,14 @@ def test_build_once_rebuilds_what_is_not_built_and_can_set_it_aside(tmp_path):
         set_aside.append(path)
         path.replace(path.with_name(f".damaged-{path.name}"))
 
-    cache.build_once(checkpoint, lambda path: path.write_text("whole"), is_built=lambda p: p.read_text() == "whole" if p.exists() else False,
-                     on_stale=aside, in_place=True, lock=tmp_path / "locks" / "spring.lock")
+    cache.build_once(
+        checkpoint,
+        lambda path: path.write_text("whole"),
+        is_built=lambda p: p.read_text() == "whole" if p.exists() else False,
+        on_stale=aside,
+        in_place=True,
+        lock=tmp_path / "locks" / "spring.lock",
+    )
     assert set_aside == [checkpoint] and checkpoint.read_text() == "whole"
     assert (tmp_path / ".damaged-spring.safetensors").read_text() == "damaged" and (tmp_path / "locks" / "spring.lock").exists()
 
@@ -214,8 +220,10 @@ def inputs(tmp_path):
     tensor = torch.arange(12, dtype=torch.float32).reshape(3, 4) / 7
     folder = tmp_path / "weights"
     folder.mkdir()
-    save_file({"b.weight": torch.arange(6, dtype=torch.float32).reshape(2, 3), "a.bias": torch.ones(4, dtype=torch.bfloat16)},
-              str(folder / "model-00001.safetensors"))
+    save_file(
+        {"b.weight": torch.arange(6, dtype=torch.float32).reshape(2, 3), "a.bias": torch.ones(4, dtype=torch.bfloat16)},
+        str(folder / "model-00001.safetensors"),
+    )
     save_file({"c.weight": torch.arange(4, dtype=torch.int64)}, str(folder / "model-00002.safetensors"))
     data = tmp_path / "data.bin"
     data.write_bytes(b"harness cache\n" * 100000)  # more than one read block

@@ -30,12 +30,15 @@ def test_ls_methods_lists_every_method_with_its_options(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")  # one table row per line
     assert main(["ls", "methods"]) == 0
     rows: dict[str, str] = {}
+    last = ""
     for line in capsys.readouterr().out.splitlines():  # a wrapped row continues on lines with an empty first cell
         if line.startswith("│"):
             name = line.split("│")[1].strip()
             last = name or last
             rows[last] = rows.get(last, "") + line
-    assert {"closed-book", "concat", "prompt", "prompt-chat", "prompt-fewshot", "spring", "lora", "spring-plus", "prefix"} <= set(rows)
+    assert {"closed-book", "concat", "prompt", "prompt-chat", "prompt-fewshot", "spring", "lora", "spring-plus", "prefix"} <= set(
+        rows
+    )
     assert "--shots" in rows["prompt-fewshot"] and "seed=0, pool=None" in rows["prompt-fewshot"]
     assert "spring-trq" in rows["prefix"] and "impl" in rows["prefix"] and "--tokens" in rows["prefix"]
 
@@ -62,9 +65,7 @@ def test_data_check_missing_dir_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_console_script_entry_point():
-    done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "ls", "suitez"], capture_output=True, text=True, check=False
-    )
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "ls", "suitez"], capture_output=True, text=True, check=False)
     assert done.returncode == 2
     assert "Did you mean 'suites'?" in done.stderr
 
@@ -81,7 +82,10 @@ def test_debug_shows_the_traceback_of_a_user_error(capsys):
 def test_usage_errors_are_one_line_and_help_still_prints(capsys):
     assert main(["run", "--limit", "x"]) == 2
     err = capsys.readouterr().err
-    assert err == "error: Invalid value for '--limit': Input should be a valid integer, unable to parse string as an integer; see `harness run --help`\n"
+    assert (
+        err
+        == "error: Invalid value for '--limit': Input should be a valid integer, unable to parse string as an integer; see `harness run --help`\n"
+    )
     assert main(["--bogus"]) == 2
     assert capsys.readouterr().err == "error: No such option: --bogus; see `harness --help`\n"
     assert main([]) == 2 and "Usage: harness" in capsys.readouterr().out  # no command: the help, exit 2 as before

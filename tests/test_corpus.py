@@ -41,8 +41,11 @@ def test_three_formats_read_the_same_passages_and_fingerprint(tmp_path):
     plain = write_jsonl(tmp_path / "plain.jsonl", [{"id": p.id, "title": p.title, "text": p.text} for p in PASSAGES])
     flashrag = write_jsonl(
         tmp_path / "flash.jsonl",
-        [{"id": "p1", "contents": '"Aardvark"\n' + PASSAGES[0].text}, {"id": "p2", "contents": "Zebra\n" + PASSAGES[1].text},
-         {"id": "p3", "contents": "\n" + PASSAGES[2].text}],
+        [
+            {"id": "p1", "contents": '"Aardvark"\n' + PASSAGES[0].text},
+            {"id": "p2", "contents": "Zebra\n" + PASSAGES[1].text},
+            {"id": "p3", "contents": "\n" + PASSAGES[2].text},
+        ],
     )
     tsv = tmp_path / "psgs_w100.tsv.gz"
     with gzip.open(tsv, "wt", encoding="utf-8") as handle:
@@ -91,7 +94,10 @@ def test_reading_is_a_stream(tmp_path):
     [
         (b"", r"bad\.jsonl: corpus is empty"),
         (b"\n\n", r"bad\.jsonl: corpus is empty"),
-        (b'{"id": "a", "text": "x"}\n{"id": "b", "text": "y"}\n{"id": "a", "text": "z"}\n', r"bad\.jsonl:3: duplicate passage id 'a'"),
+        (
+            b'{"id": "a", "text": "x"}\n{"id": "b", "text": "y"}\n{"id": "a", "text": "z"}\n',
+            r"bad\.jsonl:3: duplicate passage id 'a'",
+        ),
         (b'{"id": "a", "text": "x"}\n{"id": "b", "title": "t"}\n', r"bad\.jsonl:2: passage has no text"),
         (b'{"id": "a", "text": "   "}\n', r"bad\.jsonl:1: passage a has no text"),
         (b'{"title": "t", "text": "x"}\n', r"bad\.jsonl:1: passage has no id"),

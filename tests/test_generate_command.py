@@ -8,8 +8,24 @@ from harness.commands.generate import generate_answers
 
 
 def test_generate_prints_a_table_with_averages(capsys, real_data_dir):
-    code = main(["generate", "--model", str(tiny_model_dir()), "--dataset", "nq", "--limit", "3",
-                 "--method", "closed-book", "--retriever", "none", "--max-new-tokens", "4", "--show-input"])
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(tiny_model_dir()),
+            "--dataset",
+            "nq",
+            "--limit",
+            "3",
+            "--method",
+            "closed-book",
+            "--retriever",
+            "none",
+            "--max-new-tokens",
+            "4",
+            "--show-input",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "mean over 3" in out and "EM" in out and "F1" in out
@@ -17,8 +33,9 @@ def test_generate_prints_a_table_with_averages(capsys, real_data_dir):
 
 
 def test_generate_answers_with_oracle_passages(real_data_dir):
-    result = generate_answers(model=str(tiny_model_dir()), dataset="nq", method="prompt", retriever="oracle",
-                              k=2, limit=4, max_new_tokens=3)
+    result = generate_answers(
+        model=str(tiny_model_dir()), dataset="nq", method="prompt", retriever="oracle", k=2, limit=4, max_new_tokens=3
+    )
     assert len(result.rows) == 4
     assert any(row.passages for row in result.rows)
     assert result.method["template"]["name"] == "prompt"

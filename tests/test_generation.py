@@ -43,8 +43,13 @@ def test_embeddings_equal_token_ids_through_hf_generate(backend):
     for segments in _inputs(tokenizer)[:4]:
         ours = backend.generate([segments], FREE)[0]
         ids = torch.tensor([_ids(segments)])
-        reference = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=10,
-                                   do_sample=False, pad_token_id=tokenizer.pad_token_id)[0, ids.shape[1]:].tolist()
+        reference = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=10,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )[0, ids.shape[1] :].tolist()
         eos = [j for j, t in enumerate(reference) if t in backend.eos_ids]
         assert list(ours.token_ids) == reference[: eos[0]] if eos else reference
         assert ours.input_tokens == ids.shape[1]
@@ -73,8 +78,10 @@ def test_prefix_kv_once_then_suffixes_equals_full_sequences(backend):
     full = [
         build_segments(PROMPT, "who was darwin?", PASSAGES, tokenizer),
         build_segments(CONCAT, "who was darwin?", PASSAGES, tokenizer),
-        *[build_segments(SPRING, "who was darwin?", PASSAGES, tokenizer, virtual=EmbeddingSegment(virtual[:k]))
-          for k in (1, 3, 6)],
+        *[
+            build_segments(SPRING, "who was darwin?", PASSAGES, tokenizer, virtual=EmbeddingSegment(virtual[:k]))
+            for k in (1, 3, 6)
+        ],
     ]
     prefix, _ = split_after_passages(full[0])
     cache = backend.prefill([prefix])  # once

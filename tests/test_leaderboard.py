@@ -52,7 +52,10 @@ def test_method_label():
     prefix = {"name": "prefix", "tokens": 50, "placement": "trq", "fixed_k": True, "impl": "spring"}
     assert method_label(prefix) == "prefix[tokens=50]"
     assert method_label({**prefix, "impl": "peft"}) == "prefix[tokens=50,impl=peft]"
-    assert method_label({"name": "spring", "tokens": 5, "placement": "trq", "fixed_k": True}) == "spring[tokens=5,fixed_k,placement=trq]"
+    assert (
+        method_label({"name": "spring", "tokens": 5, "placement": "trq", "fixed_k": True})
+        == "spring[tokens=5,fixed_k,placement=trq]"
+    )
     assert method_label({"name": "prompt-fewshot", "shots": 3, "seed": 0}) == "prompt-fewshot[shots=3]"
 
 

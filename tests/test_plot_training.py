@@ -50,7 +50,13 @@ SPRING_LOG = {
     "planned_steps": 12,
 }
 # LoRA, an older record: per-step losses only (no curve, best_step, stopped_early, planned_steps).
-LORA_LOG = {"trainable_parameters": 50, "steps": 5, "seconds": 1.0, "examples_per_second": 40.0, "losses": [2.0, 1.9, 1.7, 1.6, 1.5]}
+LORA_LOG = {
+    "trainable_parameters": 50,
+    "steps": 5,
+    "seconds": 1.0,
+    "examples_per_second": 40.0,
+    "losses": [2.0, 1.9, 1.7, 1.6, 1.5],
+}
 
 
 def write_store(root):

@@ -19,7 +19,20 @@ DATASETS = ("nq", "triviaqa")
 CORPUS = {"corpus": "wiki-offline", "corpus_fingerprint": "ab" * 32}
 
 
-def write_cell(store, dataset, method, p, *, retriever="bm25", passages=5, model="tiny", n=24, seed=0, lm_eval=None, created="2026-11-28T01:00:00"):
+def write_cell(
+    store,
+    dataset,
+    method,
+    p,
+    *,
+    retriever="bm25",
+    passages=5,
+    model="tiny",
+    n=24,
+    seed=0,
+    lm_eval=None,
+    created="2026-11-28T01:00:00",
+):
     """One finished cell whose per-example EM is Bernoulli(p) (F1 a bit higher), deterministic in ``seed``."""
     rng = np.random.default_rng(seed)
     ids = [f"{dataset}/{i}" for i in range(n)]
@@ -61,7 +74,7 @@ def build_store(root) -> Store:
     for d, dataset in enumerate(DATASETS):
         base = 0.3 + 0.1 * d
 
-        def cell(method, p, **kw):
+        def cell(method, p, dataset=dataset, **kw):
             nonlocal seed
             seed += 1
             write_cell(store, dataset, method, p, seed=seed, **kw)
@@ -77,11 +90,22 @@ def build_store(root) -> Store:
             cell({"name": "spring", "tokens": 50, "placement": placement}, base + 0.2 + shift)
         cell({"name": "prompt"}, base - 0.05, retriever="e5-base")
         cell({"name": "spring", "tokens": 50}, base + 0.1, retriever="e5-base")
-    for task, metric, shots, p in (("harness_mmlu", "acc", 5, 0.45), ("harness_boolq", "acc", 0, 0.6), ("harness_gsm8k", "exact_match", 8, 0.1)):
-        for method, shift in (({"name": "base"}, 0), ({"name": "lora"}, -0.15), ({"name": "spring", "plugged": False}, 0), ({"name": "spring", "plugged": True, "tokens": 50}, -0.02)):
+    for task, metric, shots, p in (
+        ("harness_mmlu", "acc", 5, 0.45),
+        ("harness_boolq", "acc", 0, 0.6),
+        ("harness_gsm8k", "exact_match", 8, 0.1),
+    ):
+        for method, shift in (
+            ({"name": "base"}, 0),
+            ({"name": "lora"}, -0.15),
+            ({"name": "spring", "plugged": False}, 0),
+            ({"name": "spring", "plugged": True, "tokens": 50}, -0.02),
+        ):
             seed += 1
             # the same seed for base and unplugged SPRING: identical scores, as the paper's frozen backbone gives
-            write_cell(store, task, method, p + shift, n=30, seed=7 if shift == 0 else seed, lm_eval={"metric": metric, "shots": shots})
+            write_cell(
+                store, task, method, p + shift, n=30, seed=7 if shift == 0 else seed, lm_eval={"metric": metric, "shots": shots}
+            )
     return store
 
 

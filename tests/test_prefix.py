@@ -6,17 +6,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tiny_world import run_config as _config
 from tiny_model import tiny_loaded, tiny_model_dir
+from tiny_world import run_config as _config
 
 from harness.checkpoints import tensor_hash
 from harness.cli import main
 from harness.errors import HarnessError, UnknownNameError
 from harness.generation import DecodingConfig, HFBackend
-from harness.methods.prefix import Prefix, PrefixTrainer
+from harness.methods.prefix import Prefix, PrefixTrainer, load_peft_prompt, peft_prompt_tokens, train_prefix_peft
 from harness.methods.spring import initial_tokens
-from harness.methods.prefix import load_peft_prompt, peft_prompt_tokens, train_prefix_peft
-from harness.weights import PEFT_WEIGHTS
 from harness.metrics import exact_match
 from harness.models import load_model
 from harness.runner import RunContext, run
@@ -24,6 +22,7 @@ from harness.segments import BOS, PASSAGE_LINES, PASSAGES_END, TEXT, VIRTUAL_TOK
 from harness.store import Store
 from harness.training import TrainingConfig, TrainingData, TrainItem, train
 from harness.types import Example, Passage
+from harness.weights import PEFT_WEIGHTS
 
 DARWIN = Passage("p1", "Darwin", "Charles Darwin wrote On the Origin of Species in 1859.")
 PARIS = Passage("p2", "Paris", "Paris is the capital and most populous city of France.")
@@ -172,7 +171,12 @@ def test_runner_trains_both_impls_and_they_score_the_same(world):
         # Retriever none (closed-book tokens): the passages paths are covered above, and BM25's first search
         # costs a numba compilation of ~10 s.
         config = _config(
-            world, methods=("prefix",), retrievers=("none",), tokens=(3,), limit=3, max_new_tokens=4,
+            world,
+            methods=("prefix",),
+            retrievers=("none",),
+            tokens=(3,),
+            limit=3,
+            max_new_tokens=4,
             method_options=(*options, ("prefix.impl", impl)),
         )
         (cell,), _ = run(config, RunContext(config))

@@ -13,9 +13,9 @@ import torch
 from tiny_model import tiny_loaded
 
 from harness import preserve
+from harness.errors import HarnessError
 from harness.preserve import lm as preserve_lm
 from harness.preserve import run as preserve_run
-from harness.errors import HarnessError
 from harness.store import Store
 
 K = 3  # virtual tokens in the plugged tests
@@ -34,7 +34,9 @@ def small_data(real_data_dir: Path, tmp_path_factory) -> Path:
         (root / sub).mkdir(parents=True)
     for subject in ("abstract_algebra", "college_computer_science"):
         for split in ("test", "dev"):
-            (root / "mmlu" / split / f"{subject}_{split}.csv").symlink_to(real_data_dir / "mmlu" / split / f"{subject}_{split}.csv")
+            (root / "mmlu" / split / f"{subject}_{split}.csv").symlink_to(
+                real_data_dir / "mmlu" / split / f"{subject}_{split}.csv"
+            )
     for rel in ("boolq/boolq.jsonl", "commonsenseqa/dev_rand_split.jsonl", "gsm8k/test.jsonl"):
         (root / rel).symlink_to(real_data_dir / rel)
     return root
@@ -55,7 +57,10 @@ def test_parse_tasks_methods_and_shots():
     with pytest.raises(HarnessError, match="Did you mean 'spring'"):
         preserve.parse_methods("sprng")
     assert preserve.parse_shots(None, ["mmlu", "boolq", "csqa", "gsm8k"]) == {
-        "mmlu": (0, 5), "boolq": (0,), "csqa": (0, 4), "gsm8k": (8,)
+        "mmlu": (0, 5),
+        "boolq": (0,),
+        "csqa": (0, 4),
+        "gsm8k": (8,),
     }
     assert preserve.parse_shots("0,5", ["mmlu", "boolq"]) == {"mmlu": (0, 5), "boolq": (0, 5)}
     assert preserve.parse_shots("csqa=4", ["mmlu", "csqa"]) == {"mmlu": (0, 5), "csqa": (4,)}
@@ -118,8 +123,7 @@ def test_task_configs_fill_in_the_data_dir(small_data, tmp_path):
 # ---- PluggedHFLM ----------------------------------------------------------------------------------------------
 
 CONTEXT = (
-    "Question: who wrote the origin of species?\nAnswer: Charles Darwin\n\n"
-    "Question: what is the capital of France?\nAnswer:"
+    "Question: who wrote the origin of species?\nAnswer: Charles Darwin\n\nQuestion: what is the capital of France?\nAnswer:"
 )
 QUESTION = "Question: what is the capital of France?\nAnswer:"
 
@@ -136,8 +140,11 @@ def _requests(kind: str = "loglikelihood"):
 
 def _plugged(loaded, virtual_tokens, batch_size=2):
     return preserve_lm.PluggedHFLM(
-        pretrained=loaded.model, tokenizer=loaded.tokenizer, virtual_tokens=virtual_tokens,
-        question_of=lambda instance: instance.doc["q"], batch_size=batch_size,
+        pretrained=loaded.model,
+        tokenizer=loaded.tokenizer,
+        virtual_tokens=virtual_tokens,
+        question_of=lambda instance: instance.doc["q"],
+        batch_size=batch_size,
     )
 
 
@@ -192,8 +199,10 @@ def test_plugged_generation(loaded):
     boundary = as_text._boundary(CONTEXT, context_enc, CONTEXT.rfind(QUESTION))
     prompt = torch.tensor([context_enc[:boundary] + ids + context_enc[boundary:]])
     with torch.no_grad():
-        out = loaded.model.generate(input_ids=prompt, max_new_tokens=6, do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id)
-    expected = loaded.tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True).split("\n\n")[0]
+        out = loaded.model.generate(
+            input_ids=prompt, max_new_tokens=6, do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id
+        )
+    expected = loaded.tokenizer.decode(out[0, prompt.shape[1] :], skip_special_tokens=True).split("\n\n")[0]
     assert generated == [expected]
     assert isinstance(unplugged[0], str)
 
@@ -209,7 +218,8 @@ def test_run_preservation_store_and_table(loaded, small_data, tmp_path, real_dat
     boolq, csqa, mmlu = records
     assert boolq.spec.n_examples == 2 and csqa.spec.n_examples == 2
     assert [r["id"] for r in mmlu.predictions()] == [  # the limit is spread over the subjects
-        "harness_mmlu_abstract_algebra/0", "harness_mmlu_college_computer_science/0"
+        "harness_mmlu_abstract_algebra/0",
+        "harness_mmlu_college_computer_science/0",
     ]
     for record in records:
         rows = record.predictions()
@@ -249,7 +259,12 @@ def test_run_preservation_store_and_table(loaded, small_data, tmp_path, real_dat
     table = preserve.preservation_table(store)
     assert list(table.index) == ["mmlu 0-shot", "boolq 0-shot", "csqa 0-shot"]
     assert list(table.columns) == [
-        "n", "base", "spring (unplugged)", "Δ spring (unplugged)", f"spring (plugged, k={K})", f"Δ spring (plugged, k={K})"
+        "n",
+        "base",
+        "spring (unplugged)",
+        "Δ spring (unplugged)",
+        f"spring (plugged, k={K})",
+        f"Δ spring (plugged, k={K})",
     ]
     assert table.loc["csqa 0-shot", "Δ spring (unplugged)"] == 0.0
     assert table.loc["csqa 0-shot", "base"] == pytest.approx(100 * csqa.metrics["metrics"]["acc"]["mean"])
@@ -282,8 +297,23 @@ def test_cli_command_runs_base_and_prints_the_table(loaded, small_data, tmp_path
         pass
 
     command.register(app)
-    args = ["preserve", "--tasks", "boolq", "--method", "base", "--limit", "2", "--data-dir", str(small_data),
-            "--results", str(tmp_path / "r"), "--format", "csv", "--lm-eval-cache", str(tmp_path / "cache")]
+    args = [
+        "preserve",
+        "--tasks",
+        "boolq",
+        "--method",
+        "base",
+        "--limit",
+        "2",
+        "--data-dir",
+        str(small_data),
+        "--results",
+        str(tmp_path / "r"),
+        "--format",
+        "csv",
+        "--lm-eval-cache",
+        str(tmp_path / "cache"),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "boolq 0-shot,2," in result.output
@@ -292,6 +322,18 @@ def test_cli_command_runs_base_and_prints_the_table(loaded, small_data, tmp_path
     assert preserve_run._cache_path(tmp_path, {"id": "m"}, {"name": "base"}) != preserve_run._cache_path(
         tmp_path, {"id": "m"}, {"name": "spring", "plugged": True, "virtual_tokens_hash": "x"}
     )
-    failing = CliRunner().invoke(app, ["preserve", "--tasks", "boolq", "--method", "base,lora", "--data-dir", str(small_data),
-                                       "--results", str(tmp_path / "r")])
+    failing = CliRunner().invoke(
+        app,
+        [
+            "preserve",
+            "--tasks",
+            "boolq",
+            "--method",
+            "base,lora",
+            "--data-dir",
+            str(small_data),
+            "--results",
+            str(tmp_path / "r"),
+        ],
+    )
     assert isinstance(failing.exception, HarnessError) and "run `harness run --method lora` first" in str(failing.exception)

@@ -3,9 +3,9 @@
 from types import SimpleNamespace
 
 import pytest
+from tiny_model import build_tokenizer
 from tiny_world import QUESTIONS
 from tiny_world import run_config as _config
-from tiny_model import build_tokenizer
 
 from harness.cli import main
 from harness.errors import HarnessError
@@ -51,7 +51,9 @@ def test_prompt_chat_refuses_a_backbone_without_chat_template_and_keys_the_templ
     method.prepare_dataset(context, "bm25", "nq")
     assert method.spec()["params"]["chat_template_hash"] != keyed  # another chat template, another result key
     tokenizer.chat_template = None
-    with pytest.raises(HarnessError, match="prompt-chat needs a chat template and tiny's tokenizer has none; use --method prompt"):
+    with pytest.raises(
+        HarnessError, match="prompt-chat needs a chat template and tiny's tokenizer has none; use --method prompt"
+    ):
         method.prepare_dataset(context, "bm25", "nq")
     with pytest.raises(HarnessError, match="for the raw-text prompt use --method prompt"):
         METHODS.get("prompt-chat")(chat_template=False)
@@ -119,7 +121,9 @@ def test_run_prints_prompt_chat_and_fewshot_beside_prompt_with_shots_in_the_key(
     # The same draw again (the run is cached), another seed draws other shots and is another cell.
     again, _ = run(config, RunContext(config))
     assert [c.key for c in again] == [c.key for c in cells]
-    other = _config(world, methods=("prompt-fewshot",), shots=(2,), max_new_tokens=4, method_options=(("prompt-fewshot.seed", "1"),))
+    other = _config(
+        world, methods=("prompt-fewshot",), shots=(2,), max_new_tokens=4, method_options=(("prompt-fewshot.seed", "1"),)
+    )
     reseeded, _ = run(other, RunContext(other))
     assert reseeded[0].key != by_name["prompt-fewshot"].key
 
@@ -129,9 +133,33 @@ def test_run_prints_prompt_chat_and_fewshot_beside_prompt_with_shots_in_the_key(
     assert "prompt-chat - prompt, paired bootstrap 95% CI" in capsys.readouterr().out
 
     # The CLI: --shots, and the leaderboard rows.
-    code = main(["run", "--suite", "nq", "--method", "prompt-fewshot", "--shots", "1,2", "--model", str(config.model),
-                 "--results", str(world["results"]), "--data-dir", str(world["data"]), "--corpus", str(world["corpus"]),
-                 "--passages", "2", "--limit", "5", "--max-new-tokens", "4", "--dtype", "fp32"])
+    code = main(
+        [
+            "run",
+            "--suite",
+            "nq",
+            "--method",
+            "prompt-fewshot",
+            "--shots",
+            "1,2",
+            "--model",
+            str(config.model),
+            "--results",
+            str(world["results"]),
+            "--data-dir",
+            str(world["data"]),
+            "--corpus",
+            str(world["corpus"]),
+            "--passages",
+            "2",
+            "--limit",
+            "5",
+            "--max-new-tokens",
+            "4",
+            "--dtype",
+            "fp32",
+        ]
+    )
     assert code == 0
     assert "prompt-fewshot[shots=1]" in capsys.readouterr().out
 
@@ -142,7 +170,9 @@ def test_under_a_cut_every_method_reads_the_same_passage_text_for_the_question()
     from harness.segments import PASSAGE_RESERVE, budget_length, fit_input
 
     tokenizer = build_tokenizer()
-    long_passages = [Passage(str(i), f"Title {i}", "Charles Darwin was an English naturalist and biologist. " * 4) for i in range(3)]
+    long_passages = [
+        Passage(str(i), f"Title {i}", "Charles Darwin was an English naturalist and biologist. " * 4) for i in range(3)
+    ]
     spring = METHODS.get("spring")()
     spring.weights = torch.zeros(spring.n, 8)
     methods = [METHODS.get("prompt")(), METHODS.get("concat")(), METHODS.get("prompt-chat")(), spring, _fewshot()]

@@ -33,7 +33,21 @@ def isolated_cache(tmp_path, monkeypatch):
 
 
 def test_dpr_tokens_split_punctuation_and_keep_accents_together():
-    assert dpr_tokens("Röntgen's prize (1901), U.S.!") == ["ro\u0308ntgen", "'", "s", "prize", "(", "1901", ")", ",", "u", ".", "s", ".", "!"]
+    assert dpr_tokens("Röntgen's prize (1901), U.S.!") == [
+        "ro\u0308ntgen",
+        "'",
+        "s",
+        "prize",
+        "(",
+        "1901",
+        ")",
+        ",",
+        "u",
+        ".",
+        "s",
+        ".",
+        "!",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -111,7 +125,11 @@ class CountingRetriever(Retriever):
 
 
 PASSAGES = {"p1": "nothing", "p2": "Paris is in France", "p3": "Berlin", "p4": "Rome", "p5": "Madrid"}
-EXAMPLES = [Example("x1", "capital of France?", ["Paris"]), Example("x2", "capital of Spain?", ["Madrid"]), Example("x3", "?", ["Oslo"])]
+EXAMPLES = [
+    Example("x1", "capital of France?", ["Paris"]),
+    Example("x2", "capital of Spain?", ["Madrid"]),
+    Example("x3", "?", ["Oslo"]),
+]
 
 
 def test_run_is_written_then_served_from_cache_and_smaller_k_reuses_it(tmp_path):
@@ -192,7 +210,11 @@ def test_oracle_run_on_real_nq(real_data_dir, tmp_path):
 
 def write_corpus(path: Path) -> Path:
     rows = [
-        {"id": "a", "title": "Nobel Prize in Physics", "text": "The first Nobel Prize in Physics was awarded to Wilhelm Conrad Röntgen."},
+        {
+            "id": "a",
+            "title": "Nobel Prize in Physics",
+            "text": "The first Nobel Prize in Physics was awarded to Wilhelm Conrad Röntgen.",
+        },
         {"id": "b", "title": "Moon landing", "text": "The last time anyone walked on the moon was in December 1972."},
         {"id": "c", "title": "Filler", "text": "Nothing to see in this passage about gardening."},
     ]
@@ -202,29 +224,112 @@ def write_corpus(path: Path) -> Path:
 
 def test_cli_retrieve_suite_skips_unavailable_and_caches(tmp_path, capsys, real_data_dir):
     corpus = write_corpus(tmp_path / "c.jsonl")
-    args = ["retrieve", "--suite", "nq", "--retriever", "bm25,none", "--k", "2", "--limit", "30", "--corpus", str(corpus),
-            "--results", str(tmp_path / "res"), "--data-dir", str(real_data_dir), "-o", "bm25.backend=numpy"]
+    args = [
+        "retrieve",
+        "--suite",
+        "nq",
+        "--retriever",
+        "bm25,none",
+        "--k",
+        "2",
+        "--limit",
+        "30",
+        "--corpus",
+        str(corpus),
+        "--results",
+        str(tmp_path / "res"),
+        "--data-dir",
+        str(real_data_dir),
+        "-o",
+        "bm25.backend=numpy",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "computed" in out and "recall@2" in out
     assert main(args) == 0
     assert "computed" not in capsys.readouterr().out
     # From a suite, msmarco (hub only) and oracle-less datasets are skipped; alone, they are an error.
-    assert main(["retrieve", "--suite", "indomain", "--retriever", "oracle", "--limit", "3", "--corpus", str(corpus),
-                 "--results", str(tmp_path / "res"), "--data-dir", str(real_data_dir)]) == 0
+    assert (
+        main(
+            [
+                "retrieve",
+                "--suite",
+                "indomain",
+                "--retriever",
+                "oracle",
+                "--limit",
+                "3",
+                "--corpus",
+                str(corpus),
+                "--results",
+                str(tmp_path / "res"),
+                "--data-dir",
+                str(real_data_dir),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "skipped msmarco: msmarco is not available offline" in out
     assert "skipped triviaqa / oracle: oracle: triviaqa ships no gold passages" in out
     assert main(["retrieve", "--suite", "msmarco", "--results", str(tmp_path / "res"), "--data-dir", str(real_data_dir)]) == 2
     assert "msmarco is not available offline" in capsys.readouterr().err
-    assert main(["retrieve", "--suite", "triviaqa", "--retriever", "oracle", "--results", str(tmp_path / "res"),
-                 "--data-dir", str(real_data_dir), "--limit", "3"]) == 2
+    assert (
+        main(
+            [
+                "retrieve",
+                "--suite",
+                "triviaqa",
+                "--retriever",
+                "oracle",
+                "--results",
+                str(tmp_path / "res"),
+                "--data-dir",
+                str(real_data_dir),
+                "--limit",
+                "3",
+            ]
+        )
+        == 2
+    )
     # Held-out datasets have no train split: skipped in a suite, an error alone.
-    assert main(["retrieve", "--suite", "heldout", "--split", "train", "--retriever", "none", "--results", str(tmp_path / "res"),
-                 "--data-dir", str(real_data_dir)]) == 0
+    assert (
+        main(
+            [
+                "retrieve",
+                "--suite",
+                "heldout",
+                "--split",
+                "train",
+                "--retriever",
+                "none",
+                "--results",
+                str(tmp_path / "res"),
+                "--data-dir",
+                str(real_data_dir),
+            ]
+        )
+        == 0
+    )
     assert "skipped bamboogle: bamboogle is a held-out dataset: it has no train split" in capsys.readouterr().out
-    assert main(["retrieve", "--suite", "popqa", "--split", "train", "--retriever", "none", "--results", str(tmp_path / "res"),
-                 "--data-dir", str(real_data_dir)]) == 2
+    assert (
+        main(
+            [
+                "retrieve",
+                "--suite",
+                "popqa",
+                "--split",
+                "train",
+                "--retriever",
+                "none",
+                "--results",
+                str(tmp_path / "res"),
+                "--data-dir",
+                str(real_data_dir),
+            ]
+        )
+        == 2
+    )
     assert main(["retrieve", "--suite", "nq", "--retriever", "none", "-o", "bm25.k1=2", "--results", str(tmp_path / "res")]) == 2
     assert "is for a retriever not in --retriever" in capsys.readouterr().err
     assert main(["retrieve", "--suite", "nq", "--retriever", "bm52", "--results", str(tmp_path / "res")]) == 2
@@ -232,7 +337,10 @@ def test_cli_retrieve_suite_skips_unavailable_and_caches(tmp_path, capsys, real_
 
 
 def test_cli_errors_for_missing_corpus_and_bad_corpus(tmp_path, capsys, real_data_dir):
-    assert main(["retrieve", "--suite", "nq", "--limit", "2", "--results", str(tmp_path / "res"), "--data-dir", str(real_data_dir)]) == 2
+    assert (
+        main(["retrieve", "--suite", "nq", "--limit", "2", "--results", str(tmp_path / "res"), "--data-dir", str(real_data_dir)])
+        == 2
+    )
     assert "run `harness corpus build` first" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', encoding="utf-8")

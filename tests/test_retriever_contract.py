@@ -19,8 +19,16 @@ from harness.retriever import Retriever
 from harness.types import Example
 
 ROWS = [
-    {"id": "n1", "title": "List of Nobel laureates in Physics", "text": "The first Nobel Prize in Physics was awarded in 1901 to Wilhelm Conrad Röntgen."},
-    {"id": "n2", "title": "Apollo 17", "text": "Apollo 17 was the final mission of the Apollo program; it landed on the Moon in December 1972."},
+    {
+        "id": "n1",
+        "title": "List of Nobel laureates in Physics",
+        "text": "The first Nobel Prize in Physics was awarded in 1901 to Wilhelm Conrad Röntgen.",
+    },
+    {
+        "id": "n2",
+        "title": "Apollo 17",
+        "text": "Apollo 17 was the final mission of the Apollo program; it landed on the Moon in December 1972.",
+    },
     {"id": "n3", "title": "Honey bee", "text": "A honey bee is a eusocial flying insect known for building wax nests."},
     {"id": "n4", "title": "Jupiter", "text": "Jupiter is the fifth planet from the Sun and the largest in the Solar System."},
     {"id": "n5", "title": "Nile", "text": "The Nile is a major north-flowing river in northeastern Africa."},

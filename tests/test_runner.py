@@ -3,15 +3,16 @@
 import json
 
 import pytest
+from tiny_model import tiny_model_dir
+from tiny_world import QUESTIONS
+from tiny_world import run_config as _config
 
 import harness.runner as runner_module
 from harness.cli import main
 from harness.models import load_model
 from harness.runner import RunConfig, RunContext, run
 from harness.store import Store
-from tiny_model import tiny_model_dir
-from tiny_world import QUESTIONS
-from tiny_world import run_config as _config
+
 
 def _predictions(store_root):
     store = Store(store_root)
@@ -91,9 +92,26 @@ def test_an_answer_corrected_in_place_changes_the_cell_key(world):
 
 
 def test_cli_run_prints_the_leaderboard_and_rejects_bad_flags(world, capsys):
-    args = ["run", "--suite", "nq", "--method", "closed-book", "--model", str(tiny_model_dir()), "--dtype", "fp32",
-            "--results", str(world["results"]), "--data-dir", str(world["data"]), "--corpus", str(world["corpus"]),
-            "--max-new-tokens", "4", "--full"]
+    args = [
+        "run",
+        "--suite",
+        "nq",
+        "--method",
+        "closed-book",
+        "--model",
+        str(tiny_model_dir()),
+        "--dtype",
+        "fp32",
+        "--results",
+        str(world["results"]),
+        "--data-dir",
+        str(world["data"]),
+        "--corpus",
+        str(world["corpus"]),
+        "--max-new-tokens",
+        "4",
+        "--full",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "closed-book" in out and "full evaluation sets" in out
@@ -104,7 +122,13 @@ def test_cli_run_prints_the_leaderboard_and_rejects_bad_flags(world, capsys):
 
 
 def test_spring_trains_once_and_serves_every_token_count(world, monkeypatch):
-    options = (("spring.n", "3"), ("spring.examples", "4"), ("spring.batch_size", "2"), ("spring.lr", "0.01"), ("spring.dev_examples", "0"))
+    options = (
+        ("spring.n", "3"),
+        ("spring.examples", "4"),
+        ("spring.batch_size", "2"),
+        ("spring.lr", "0.01"),
+        ("spring.dev_examples", "0"),
+    )
     config = _config(world, methods=("spring",), tokens=(1, 3), method_options=options)
     cells, notices = run(config)
     assert [(c.spec.method["name"], c.spec.method["tokens"]) for c in cells] == [("spring", 1), ("spring", 3)]
@@ -125,7 +149,9 @@ def test_spring_trains_once_and_serves_every_token_count(world, monkeypatch):
 
     # A different training budget is a different checkpoint, hence different cell keys.
     monkeypatch.undo()
-    other, _ = run(_config(world, methods=("spring",), tokens=(1,), method_options=(*options[:1], ("spring.examples", "3"), *options[2:])))
+    other, _ = run(
+        _config(world, methods=("spring",), tokens=(1,), method_options=(*options[:1], ("spring.examples", "3"), *options[2:]))
+    )
     assert other[0].key != cells[0].key
     assert len(list((world["results"] / "checkpoints").glob("spring-*.safetensors"))) == 2
 
@@ -148,7 +174,10 @@ def test_a_token_sweep_prefills_each_question_once_and_equals_separate_cells(wor
     cells, _ = run(config, context)
 
     def stored(cell):
-        return [(r["id"], r["prediction"], r["passage_ids"], r["input_tokens"]) for r in Store(world["results"]).load(cell.key).predictions()]
+        return [
+            (r["id"], r["prediction"], r["passage_ids"], r["input_tokens"])
+            for r in Store(world["results"]).load(cell.key).predictions()
+        ]
 
     assert len(cells) == 3 and sum(prefilled) == len(QUESTIONS)  # 5 questions x 3 token counts: 5 prefills
     together = {cell.spec.method["tokens"]: stored(cell) for cell in cells}
@@ -170,8 +199,15 @@ def test_a_token_sweep_prefills_each_question_once_and_equals_separate_cells(wor
 def test_lora_and_spring_plus_train_through_the_same_loop(world):
     import torch
 
-    options = (("lora.examples", "4"), ("lora.batch_size", "2"), ("lora.lr", "0.01"), ("lora.dev_examples", "0"),
-               ("spring-plus.n", "2"), ("spring-plus.examples", "4"), ("spring-plus.batch_size", "2"))
+    options = (
+        ("lora.examples", "4"),
+        ("lora.batch_size", "2"),
+        ("lora.lr", "0.01"),
+        ("lora.dev_examples", "0"),
+        ("spring-plus.n", "2"),
+        ("spring-plus.examples", "4"),
+        ("spring-plus.batch_size", "2"),
+    )
     config = _config(world, methods=("lora", "spring-plus"), tokens=(2,), method_options=options)
     context = RunContext(config)
     cells, _ = run(config, context)
@@ -217,7 +253,9 @@ def test_a_checkpoint_never_exists_without_its_training_record(world, monkeypatc
         with pytest.raises(KeyboardInterrupt):
             run(config)
     folder = world["results"] / "checkpoints"
-    assert [p.suffix for p in folder.glob("spring-*") if p.suffix != ".lock"] == [".json"]  # a record alone means "not trained": retrained
+    assert [p.suffix for p in folder.glob("spring-*") if p.suffix != ".lock"] == [
+        ".json"
+    ]  # a record alone means "not trained": retrained
     run(config)
     tensors = list(folder.glob("spring-*.safetensors"))
     assert len(tensors) == 1 and tensors[0].with_suffix(".json").is_file()
@@ -252,8 +290,25 @@ def test_a_checkpoint_from_harness_train_serves_harness_run_with_a_limit(world, 
     assert main(["train", "--method", "spring", "--tokens", "3", "--corpus", str(world["corpus"]), *flags, *options]) == 0
     written = sorted(p.name for p in (world["results"] / "checkpoints").iterdir())
     assert "training spring" in capsys.readouterr().out
-    run_flags = ["run", "--suite", "nq", "--method", "spring", "--tokens", "3", "--corpus", str(world["corpus"]), "--limit", "2",
-                 "--reference", "", "--dtype", "auto", *flags, *options]
+    run_flags = [
+        "run",
+        "--suite",
+        "nq",
+        "--method",
+        "spring",
+        "--tokens",
+        "3",
+        "--corpus",
+        str(world["corpus"]),
+        "--limit",
+        "2",
+        "--reference",
+        "",
+        "--dtype",
+        "auto",
+        *flags,
+        *options,
+    ]
     assert main(run_flags) == 0
     assert "training spring" not in capsys.readouterr().out
     assert sorted(p.name for p in (world["results"] / "checkpoints").iterdir()) == written

@@ -89,7 +89,9 @@ def test_reserved_virtual_tokens_make_the_passages_independent_of_k(tokenizer):
     full = build_segments(SPRING, "q?", PASSAGES, tokenizer, virtual=EmbeddingSegment(torch.zeros(5, 8)))
     limit = input_length(full) - 4
     cut = {
-        k: truncate(build_segments(SPRING, "q?", PASSAGES, tokenizer, virtual=EmbeddingSegment(torch.zeros(k, 8), reserve=5)), limit)
+        k: truncate(
+            build_segments(SPRING, "q?", PASSAGES, tokenizer, virtual=EmbeddingSegment(torch.zeros(k, 8), reserve=5)), limit
+        )
         for k in (2, 5)
     }
     assert cut[2][1].ids == cut[5][1].ids == full[1].ids[:-4]

@@ -4,16 +4,16 @@ import random
 
 import pytest
 import torch
+from tiny_model import tiny_loaded, tiny_model_dir
 
 from harness.checkpoints import import_official, load_virtual_tokens, save_virtual_tokens, tensor_hash
 from harness.errors import HarnessError
 from harness.generation import DecodingConfig, HFBackend
 from harness.methods.spring import INIT_TEXT, PLACEMENTS, Spring, SpringTrainer, initial_tokens
+from harness.models import load_model
 from harness.segments import render_segments, tokenize
 from harness.training import TrainingConfig, TrainingData, TrainItem, train
 from harness.types import Example, Passage
-from harness.models import load_model
-from tiny_model import tiny_loaded, tiny_model_dir
 
 DARWIN = Passage("p1", "Darwin", "Charles Darwin wrote On the Origin of Species.")
 PARIS = Passage("p2", "Paris", "Paris is the capital of France.")
@@ -97,7 +97,9 @@ def test_any_prefix_of_the_tokens_generates_and_placements_render(backend):
         "<s>[1] Darwin Charles Darwin wrote On the Origin of Species.\n\n<T×2>Question: who wrote it?\nAnswer:"
     )
     outputs = [
-        backend.generate([Spring.build_input(_with(method, k), example, [DARWIN], backend.tokenizer)], DecodingConfig(max_new_tokens=4))[0]
+        backend.generate(
+            [Spring.build_input(_with(method, k), example, [DARWIN], backend.tokenizer)], DecodingConfig(max_new_tokens=4)
+        )[0]
         for k in (1, 2, 4)
     ]
     assert all(o.input_tokens == outputs[0].input_tokens + k - 1 for o, k in zip(outputs, (1, 2, 4)))

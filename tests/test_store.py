@@ -10,7 +10,6 @@ import pytest
 from filelock import FileLock, Timeout
 
 from harness.errors import HarnessError
-
 from harness.spec import CellSpec, example_ids_hash
 from harness.store import Store
 
@@ -76,10 +75,9 @@ IDS = ["nq/test/1", "nq/test/2", "nq/test/3"]
 
 def test_resume_after_crash_and_torn_line(tmp_path):
     store = Store(tmp_path)
-    with pytest.raises(KeyboardInterrupt):
-        with store.writing(BASE, {"batch_size": 2}) as writer:
-            writer.append([_row(1)])
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), store.writing(BASE, {"batch_size": 2}) as writer:
+        writer.append([_row(1)])
+        raise KeyboardInterrupt
     partial = tmp_path / "runs" / f".partial-{BASE.key()}" / "predictions.jsonl"
     with open(partial, "a") as handle:
         handle.write('{"id": "nq/test/2", "predic')  # the process died mid-line
@@ -179,7 +177,9 @@ def test_runs_listing_shared_cells_in_opposite_orders_do_not_deadlock(tmp_path):
         holder.start()
         assert holding.wait(60)
         holding.clear()
-        runs = [context.Process(target=_write_cells, args=(root, order, queue)) for order in (("base", "other"), ("other", "base"))]
+        runs = [
+            context.Process(target=_write_cells, args=(root, order, queue)) for order in (("base", "other"), ("other", "base"))
+        ]
         for run in runs:
             run.start()
         for process in (holder, *runs):
@@ -219,9 +219,11 @@ def test_a_cell_locked_past_the_timeout_stops_with_the_lock_file_named(tmp_path,
     other = FileLock(str(tmp_path / "locks" / f"{BASE.key()}.lock"))
     other.acquire()
     try:
-        with pytest.raises(HarnessError, match=r"stayed locked by another process for 0.2 s .*\.lock\); let that run finish"):
-            with Store(tmp_path).writing(BASE, {}):
-                pass
+        with (
+            pytest.raises(HarnessError, match=r"stayed locked by another process for 0.2 s .*\.lock\); let that run finish"),
+            Store(tmp_path).writing(BASE, {}),
+        ):
+            pass
     finally:
         other.release()
     monkeypatch.setenv("HARNESS_LOCK_TIMEOUT", "soon")
@@ -240,9 +242,18 @@ def _complete(store, spec=BASE):
     [
         (lambda cell: (cell / "metrics.json").write_text("{garbage"), r"metrics\.json: unreadable \(JSONDecodeError\)"),
         (lambda cell: (cell / "spec.json").write_text("[]"), r"spec\.json: not a JSON object"),
-        (lambda cell: (cell / "predictions.jsonl").write_text(_lines(2)), r": 2 prediction rows for 3 examples \(metrics say 3\)"),
-        (lambda cell: (cell / "predictions.jsonl").write_bytes(b'{"id": "nq/test/1"}\n\xff\xfe\n'), r"predictions\.jsonl: unreadable"),
-        (lambda cell: (cell / "predictions.jsonl").write_text(_lines(1) + "oops\n" + _lines(1)), r"predictions\.jsonl:2: not a JSON prediction row"),
+        (
+            lambda cell: (cell / "predictions.jsonl").write_text(_lines(2)),
+            r": 2 prediction rows for 3 examples \(metrics say 3\)",
+        ),
+        (
+            lambda cell: (cell / "predictions.jsonl").write_bytes(b'{"id": "nq/test/1"}\n\xff\xfe\n'),
+            r"predictions\.jsonl: unreadable",
+        ),
+        (
+            lambda cell: (cell / "predictions.jsonl").write_text(_lines(1) + "oops\n" + _lines(1)),
+            r"predictions\.jsonl:2: not a JSON prediction row",
+        ),
         (lambda cell: _respec(cell, dataset="popqa"), r"spec\.json: its spec hashes to \w+, not to its folder's key"),
     ],
 )
@@ -252,7 +263,11 @@ def test_a_damaged_cell_is_reported_skipped_then_recomputed(tmp_path, damage, me
     damage(tmp_path / "runs" / BASE.key())
     store = Store(tmp_path, warn=warnings.append)
     assert store.cells() == []
-    assert len(warnings) == 1 and re.search(message, warnings[0]) and warnings[0].endswith("skipped (delete that folder, or run again to recompute it)")
+    assert (
+        len(warnings) == 1
+        and re.search(message, warnings[0])
+        and warnings[0].endswith("skipped (delete that folder, or run again to recompute it)")
+    )
     assert not store.is_complete(BASE.key())
     record = _complete(store)  # the next run: the damaged folder is set aside, the cell published again
     assert [row["id"] for row in record.predictions()] == IDS
@@ -289,9 +304,8 @@ def test_a_folder_without_metrics_is_recomputed_and_published(tmp_path):
 )
 def test_a_damaged_partial_cell_starts_again(tmp_path, predictions, message):
     store = Store(tmp_path)
-    with pytest.raises(KeyboardInterrupt):
-        with store.writing(BASE, {}) as writer:
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), store.writing(BASE, {}) as writer:
+        raise KeyboardInterrupt
     (tmp_path / "runs" / f".partial-{BASE.key()}" / "predictions.jsonl").write_text(predictions)
     warnings = []
     store = Store(tmp_path, warn=warnings.append)
@@ -309,8 +323,10 @@ def test_cells_of_another_result_schema_are_skipped_with_one_notice(tmp_path):
         _respec(tmp_path / "runs" / spec.key(), schema_version=1)
     warnings = []
     assert Store(tmp_path, warn=warnings.append).cells() == []
-    assert warnings == [f"2 cell(s) under {tmp_path / 'runs'} were written by another harness version and are skipped; "
-                        "`harness run` recomputes what you ask for (delete them to silence this)"]
+    assert warnings == [
+        f"2 cell(s) under {tmp_path / 'runs'} were written by another harness version and are skipped; "
+        "`harness run` recomputes what you ask for (delete them to silence this)"
+    ]
 
 
 def test_leaderboard_over_a_store_with_a_damaged_cell_reports_it_and_shows_the_rest(tmp_path, capsys):

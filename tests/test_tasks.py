@@ -79,9 +79,18 @@ def test_training_pool_size_matches_the_card(name, real_data_dir):
 def test_the_cards_hold_the_manifest_counts():
     # MANIFEST.md's counts (2wiki: 12,576 minus its training carve-out), so a card cannot drift from the data.
     expected = {
-        "triviaqa": (11313, 8829), "nq": (3610, 10549), "hotpotqa": (7405, 500), "squad": (10570, 500),
-        "webq": (2032, 3771), "2wiki": (11310, 1266), "coqa": (500, 200), "popqa": (14267, None),
-        "fermi": (1000, None), "musique": (2417, None), "bamboogle": (125, None), "curatedtrec": (694, None),
+        "triviaqa": (11313, 8829),
+        "nq": (3610, 10549),
+        "hotpotqa": (7405, 500),
+        "squad": (10570, 500),
+        "webq": (2032, 3771),
+        "2wiki": (11310, 1266),
+        "coqa": (500, 200),
+        "popqa": (14267, None),
+        "fermi": (1000, None),
+        "musique": (2417, None),
+        "bamboogle": (125, None),
+        "curatedtrec": (694, None),
         "strategyqa": (2290, None),
     }
     assert {name: (DATASETS.get(name).eval_count, DATASETS.get(name).train_count) for name in expected} == expected
@@ -122,7 +131,10 @@ def test_other_data_dir_and_missing_file(tmp_path):
     rows = [{"question": "who?", "answer": ["me"]}, {"question": "what?", "answer": ["it", "that"]}]
     (tmp_path / "nq_open" / "NQ-open.dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     examples = load_examples("nq", data_dir=tmp_path)
-    assert [(e.id, e.question, e.golds) for e in examples] == [("nq/test/1", "who?", ("me",)), ("nq/test/2", "what?", ("it", "that"))]
+    assert [(e.id, e.question, e.golds) for e in examples] == [
+        ("nq/test/1", "who?", ("me",)),
+        ("nq/test/2", "what?", ("it", "that")),
+    ]
     with pytest.raises(HarnessError, match=r"popqa: missing popqa/test\.jsonl under .*; pass --data-dir DIR"):
         load_examples("popqa", data_dir=tmp_path, source="local")
 
@@ -140,9 +152,15 @@ def test_malformed_line_names_file_and_line(tmp_path):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ('{"question": "q", "answer": "Paris"}\n', r"dev\.jsonl:1: 'answer' must be a non-empty list of answer strings, found a string \"Paris\""),
+        (
+            '{"question": "q", "answer": "Paris"}\n',
+            r"dev\.jsonl:1: 'answer' must be a non-empty list of answer strings, found a string \"Paris\"",
+        ),
         ('{"question": "q", "answer": null}\n', r"dev\.jsonl:1: 'answer' must be a non-empty list of answer strings, found null"),
-        ('{"question": "q", "answer": []}\n', r"dev\.jsonl:1: 'answer' must be a non-empty list of answer strings, found a list \[\]"),
+        (
+            '{"question": "q", "answer": []}\n',
+            r"dev\.jsonl:1: 'answer' must be a non-empty list of answer strings, found a list \[\]",
+        ),
         ('{"question": 42, "answer": ["a"]}\n', r"dev\.jsonl:1: 'question' must be a non-empty string, found a number 42"),
         ('["q", ["a"]]\n', r"dev\.jsonl:1: expected a JSON object with a 'question' field, found a list"),
         ("", r"musique: .*musique/dev\.jsonl holds no examples; restore the dataset's original file"),
@@ -163,7 +181,9 @@ def test_json_records_files_check_their_top_level_and_types(tmp_path):
     with pytest.raises(HarnessError, match=r"answers\.json: the top level must be a JSON list of records, found an object"):
         load_examples("bamboogle", data_dir=tmp_path)
     path.write_text('[{"question": "q", "answer": 7}]')
-    with pytest.raises(HarnessError, match=r"answers\.json:record 0: 'answer' must be a non-empty answer string, found a number 7"):
+    with pytest.raises(
+        HarnessError, match=r"answers\.json:record 0: 'answer' must be a non-empty answer string, found a number 7"
+    ):
         load_examples("bamboogle", data_dir=tmp_path)
     with pytest.raises(HarnessError, match="golds must be a list of answer strings, not the string 'Paris'"):
         Example("x/1", "where?", "Paris")

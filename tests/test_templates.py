@@ -32,8 +32,7 @@ def test_concat_exact():
 
 def test_prompt_exact():
     expected = (
-        BLOCK
-        + "According to the previous relevant passages, please answer the following question. Only return the "
+        BLOCK + "According to the previous relevant passages, please answer the following question. Only return the "
         "answer without any other words.\nQuestion: what is the capital of france?\nAnswer:"
     )
     assert PROMPT.render(q=Q, passages=BLOCK) == expected

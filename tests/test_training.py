@@ -1,9 +1,6 @@
 """The training loop's convergence machinery: a disjoint dev slice, dev-loss curve, early stopping, best weights."""
 
-import random
-
 import pytest
-import torch
 from tiny_model import tiny_loaded
 
 from harness.errors import HarnessError
@@ -55,8 +52,12 @@ def test_dev_loss_uses_the_same_draws_every_time_and_no_early_stop_without_dev(b
     config = TrainingConfig(batch_size=2, max_passages=1)
     assert dev_loss(trainer, dev, config) == dev_loss(trainer, dev, config)
     items = tuple(_item(i, "Darwin") for i in range(4))
-    log = train(trainer, TrainingData(items, ("toy",), ()), TrainingConfig(examples=4, epochs=3, batch_size=2, lr=0.1,
-                                                                            max_passages=1), log=lambda _: None)
+    log = train(
+        trainer,
+        TrainingData(items, ("toy",), ()),
+        TrainingConfig(examples=4, epochs=3, batch_size=2, lr=0.1, max_passages=1),
+        log=lambda _: None,
+    )
     assert log.curve == [] and not log.stopped_early and log.steps == 6
 
 

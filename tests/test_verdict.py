@@ -8,7 +8,16 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.leaderboard import cells_frame, compare, comparison_display, display_table, leaderboard, render, select, verdict_lines
+from harness.leaderboard import (
+    cells_frame,
+    compare,
+    comparison_display,
+    display_table,
+    leaderboard,
+    render,
+    select,
+    verdict_lines,
+)
 from harness.spec import CellSpec, example_ids_hash
 from harness.store import Store
 
@@ -33,7 +42,10 @@ def _write(store, dataset, method, correct, n=20, retriever="bm25"):
         scorer_version="v",
         metrics=("exact_match", "f1"),
     )
-    rows = [{"id": q, "prediction": "", "metrics": {"exact_match": float(i in correct), "f1": float(i in correct)}} for i, q in enumerate(ids)]
+    rows = [
+        {"id": q, "prediction": "", "metrics": {"exact_match": float(i in correct), "f1": float(i in correct)}}
+        for i, q in enumerate(ids)
+    ]
     with store.writing(spec, {"created": "2026-11-28T00:00:00"}) as writer:
         writer.append(rows)
         store.finish(spec, ids)
@@ -92,7 +104,9 @@ def test_difference_whose_ci_includes_zero(tmp_path):
     _write(store, "nq", {"name": "lora"}, set(range(11)))
     _write(store, "triviaqa", {"name": "prompt-chat"}, set(range(10)))
     _write(store, "triviaqa", {"name": "lora"}, set(range(1, 11)))
-    low, high = _macro_ci([_vector(set(range(1, 11))) - _vector(set(range(10))), _vector(set(range(11))) - _vector(set(range(10)))])
+    low, high = _macro_ci(
+        [_vector(set(range(1, 11))) - _vector(set(range(10))), _vector(set(range(11))) - _vector(set(range(10)))]
+    )
     assert low <= 0 <= high
     assert verdict_lines(store, _picked(store)) == [
         f"lora {MINUS} prompt-chat: +2.5 EM [{low:+.1f}, {high:+.1f}] over 40 paired questions (in-domain, 2 datasets); "
@@ -114,15 +128,21 @@ def test_strongest_cheap_reference_by_in_domain_average(tmp_path):
     _write(store, "popqa", {"name": "spring", "tokens": 50}, set())
     picked = _picked(store, ("triviaqa", "nq", "popqa"))
     lines = verdict_lines(store, picked)
-    assert [line.split(":")[0] for line in lines] == [f"lora {MINUS} prompt-fewshot[shots=3]", f"spring[tokens=50] {MINUS} prompt-fewshot[shots=3]"]
+    assert [line.split(":")[0] for line in lines] == [
+        f"lora {MINUS} prompt-fewshot[shots=3]",
+        f"spring[tokens=50] {MINUS} prompt-fewshot[shots=3]",
+    ]
     assert lines[1].startswith(f"spring[tokens=50] {MINUS} prompt-fewshot[shots=3]: +10.0 EM [")
     assert "over 40 paired questions (in-domain, 2 datasets)" in lines[1]
     # method_order puts SPRING first; without the few-shot cells prompt-chat is the strongest.
     assert verdict_lines(store, picked, method_order=["spring", "lora"])[0].startswith("spring[tokens=50]")
     no_fewshot = picked[~picked["method"].str.startswith("prompt-fewshot")]
-    assert [line.split(":")[0] for line in verdict_lines(store, no_fewshot)] == [f"lora {MINUS} prompt-chat", f"spring[tokens=50] {MINUS} prompt-chat"]
+    assert [line.split(":")[0] for line in verdict_lines(store, no_fewshot)] == [
+        f"lora {MINUS} prompt-chat",
+        f"spring[tokens=50] {MINUS} prompt-chat",
+    ]
     # F1 instead of EM: the same choice, labelled F1.
-    assert f"+10.0 F1 [" in verdict_lines(store, picked, metric="f1")[1]
+    assert "+10.0 F1 [" in verdict_lines(store, picked, metric="f1")[1]
 
 
 def test_no_reference_no_line_and_held_out_fallback(tmp_path):
@@ -144,7 +164,10 @@ def test_no_reference_no_line_and_held_out_fallback(tmp_path):
         f"lora {MINUS} prompt-chat: +10.0 EM [{low:+.1f}, {high:+.1f}] over 20 paired questions (all datasets, 2 datasets); "
         "the CI includes 0: no significant difference"
     )
-    assert lines[1].startswith(f"spring[tokens=50] {MINUS} prompt: +25.0 EM [") and "over 20 paired questions (in-domain, 1 dataset)" in lines[1]
+    assert (
+        lines[1].startswith(f"spring[tokens=50] {MINUS} prompt: +25.0 EM [")
+        and "over 20 paired questions (in-domain, 1 dataset)" in lines[1]
+    )
 
 
 def test_leaderboard_n_column_and_average_cis(tmp_path):
@@ -172,15 +195,24 @@ def test_leaderboard_n_column_and_average_cis(tmp_path):
         averages = [np.mean([sum(vectors[d][i] for i in draws[d][r]) / len(vectors[d]) for d in members]) for r in range(1000)]
         return tuple(100 * np.percentile(averages, [2.5, 97.5]))
 
-    for column, args in (("prompt", (set(range(10)), 20, set(range(5)), set())), ("spring[tokens=50]", (set(range(8)), 10, set(range(15)), set(range(10))))):
+    for column, args in (
+        ("prompt", (set(range(10)), 20, set(range(5)), set())),
+        ("spring[tokens=50]", (set(range(8)), 10, set(range(15)), set(range(10)))),
+    ):
         for row, members in (("avg in-domain (2)", ["nq", "triviaqa"]), ("avg all (3)", ["nq", "triviaqa", "popqa"])):
             bounds = expected(*args, members)
             for metric in ("EM", "F1"):  # F1 equals EM here, and draws are shared across metrics
                 got = (board.ci_low.loc[row, (column, metric)], board.ci_high.loc[row, (column, metric)])
                 assert got == pytest.approx(bounds), (column, row, metric)
     # Held out: one dataset all wrong / all right, so every resample agrees (hand-checked exact bounds).
-    assert (board.ci_low.loc["avg held-out (1)", ("prompt", "EM")], board.ci_high.loc["avg held-out (1)", ("prompt", "EM")]) == (0.0, 0.0)
-    assert (board.ci_low.loc["avg held-out (1)", ("spring[tokens=50]", "EM")], board.ci_high.loc["avg held-out (1)", ("spring[tokens=50]", "EM")]) == (100.0, 100.0)
+    assert (board.ci_low.loc["avg held-out (1)", ("prompt", "EM")], board.ci_high.loc["avg held-out (1)", ("prompt", "EM")]) == (
+        0.0,
+        0.0,
+    )
+    assert (
+        board.ci_low.loc["avg held-out (1)", ("spring[tokens=50]", "EM")],
+        board.ci_high.loc["avg held-out (1)", ("spring[tokens=50]", "EM")],
+    ) == (100.0, 100.0)
     assert board.ci_low.loc["nq"].isna().all()  # dataset rows carry no CI
     assert "avg rows: mean [95% bootstrap CI]" in board.header
 
@@ -219,7 +251,11 @@ def test_cli_prints_the_verdict_and_integer_n(tmp_path, capsys):
     assert main([*args, "--format", "csv"]) == 0  # csv: the table only
     assert pd.read_csv(io.StringIO(capsys.readouterr().out), index_col=0).loc["nq", "n"] == 20
     assert main([*args, "--compare", "prompt,spring[tokens=50]", "--metrics", "exact_match"]) == 0
-    rows = {line.strip("│ ").split(" ")[0]: [c.strip() for c in line.strip("│").split("│")] for line in capsys.readouterr().out.splitlines() if line.startswith("│")}
+    rows = {
+        line.strip("│ ").split(" ")[0]: [c.strip() for c in line.strip("│").split("│")]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("│")
+    }
     assert rows["nq"][:3] == ["nq", "20", "+40.00"]  # n is an integer; the diff on nq is +40
     assert rows["average"][:3] == ["average (2)", "40", "+40.00"]
     shown = comparison_display(compare(store, _picked(store), "prompt", "spring[tokens=50]", "exact_match"))

@@ -49,7 +49,11 @@ def build_tokenizer():
     core.train_from_iterator(CORPUS * 4, trainer=trainer)
     core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     return PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>", clean_up_tokenization_spaces=False,
+        tokenizer_object=core,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        clean_up_tokenization_spaces=False,
         chat_template=CHAT_TEMPLATE,
     )
 

@@ -40,7 +40,9 @@ def make_world(tmp_path: Path) -> dict[str, Path]:
     (data / "dpr_qas" / "topics.nq.dev.txt").write_text(
         "who wrote about species\t['Darwin']\nwhat city is in france\t['Paris']\nhow many legs has a spider\t['8']\n"
     )
-    (data / "nq_open" / "NQ-open.efficientqa.dev.1.1.jsonl").write_text(json.dumps({"question": "is the dog lazy", "answer": ["yes"]}) + "\n")
+    (data / "nq_open" / "NQ-open.efficientqa.dev.1.1.jsonl").write_text(
+        json.dumps({"question": "is the dog lazy", "answer": ["yes"]}) + "\n"
+    )
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(p) + "\n" for p in PASSAGES))
     return {"data": data, "corpus": corpus, "results": tmp_path / "results"}

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -16,7 +15,7 @@ from harness.console import console
 
 
 def build(
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
     force: bool = typer.Option(False, "--force", help="rebuild even if wiki-offline already exists"),
 ) -> None:
     """Assemble wiki-offline from the real Wikipedia passage files listed in MANIFEST.md (de-duplicated)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -12,7 +11,7 @@ from harness.console import console
 
 
 def check(
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
 ) -> None:
     """Load every dataset; print counts per split and what is missing. Exit 1 if a local dataset fails."""
     from harness.datasets import summarize

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -100,8 +100,15 @@ def generate_answers(
     generate_seconds = time.perf_counter() - started
 
     rows = tuple(
-        Row(e.question, e.golds, g.prediction, exact_match(g.prediction, e.golds), f1(g.prediction, e.golds),
-            len(p), g.input_tokens)
+        Row(
+            e.question,
+            e.golds,
+            g.prediction,
+            exact_match(g.prediction, e.golds),
+            f1(g.prediction, e.golds),
+            len(p),
+            g.input_tokens,
+        )
         for e, p, g in zip(examples, passages, generations, strict=True)
     )
     return GenerateResult(
@@ -132,7 +139,9 @@ def _check_device(device: str) -> None:
         if count == 0:
             raise HarnessError(f"--device {device}: no CUDA GPU is visible on this machine; pass --device cpu")
         if parsed.index is not None and parsed.index >= count:
-            raise HarnessError(f"--device {device}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1}); pass one of them")
+            raise HarnessError(
+                f"--device {device}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1}); pass one of them"
+            )
     elif parsed.type == "mps":
         if not torch.backends.mps.is_available():
             raise HarnessError(f"--device {device}: no Apple GPU (MPS) is available on this machine; pass --device cpu")
@@ -150,13 +159,19 @@ def results_table(result: GenerateResult, title: str) -> Table:
     table.add_column("F1", justify="right")
     for index, row in enumerate(result.rows, start=1):
         golds = " | ".join(row.golds[:3]) + (f" (+{len(row.golds) - 3})" if len(row.golds) > 3 else "")
-        table.add_row(str(index), row.question, golds, row.prediction or "[dim](empty)[/dim]",
-                      f"{row.exact_match:.0f}", f"{row.f1:.2f}")
+        table.add_row(
+            str(index), row.question, golds, row.prediction or "[dim](empty)[/dim]", f"{row.exact_match:.0f}", f"{row.f1:.2f}"
+        )
     n = max(len(result.rows), 1)
     table.add_section()
-    table.add_row("", f"[bold]mean over {len(result.rows)}[/bold]", "", "",
-                  f"[bold]{sum(r.exact_match for r in result.rows) / n:.3f}[/bold]",
-                  f"[bold]{sum(r.f1 for r in result.rows) / n:.3f}[/bold]")
+    table.add_row(
+        "",
+        f"[bold]mean over {len(result.rows)}[/bold]",
+        "",
+        "",
+        f"[bold]{sum(r.exact_match for r in result.rows) / n:.3f}[/bold]",
+        f"[bold]{sum(r.f1 for r in result.rows) / n:.3f}[/bold]",
+    )
     return table
 
 
@@ -166,26 +181,39 @@ def generate(
     method: str = typer.Option("prompt", "--method", help="closed-book, concat, prompt, ..."),
     retriever: str = typer.Option("none", "--retriever", help="none, oracle, bm25, minilm, ..."),
     k: int = typer.Option(5, "--k", min=0, help="passages per question"),
-    limit: Optional[int] = typer.Option(20, "--limit", min=0, help="first N questions (0 = all)"),
+    limit: int | None = typer.Option(20, "--limit", min=0, help="first N questions (0 = all)"),
     split: str = typer.Option("eval", "--split", help="eval or train"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
-    corpus: Optional[str] = typer.Option(None, "--corpus", help="passage corpus for bm25/dense retrievers"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
+    corpus: str | None = typer.Option(None, "--corpus", help="passage corpus for bm25/dense retrievers"),
     dtype: str = typer.Option("auto", "--dtype", help="auto (fp32 on CPU, bf16 on GPUs with bf16), fp32, bf16, fp16"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)"),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="allow the model folder's own code"),
     chat_template: bool = typer.Option(False, "--chat-template", help="wrap inputs in the model's chat template"),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="inputs per batch (results do not depend on it)"),
     max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1),
-    max_input_tokens: Optional[int] = typer.Option(None, "--max-input-tokens",
-                                                   help="cut passage text beyond this (default: model limit)"),
+    max_input_tokens: int | None = typer.Option(
+        None, "--max-input-tokens", help="cut passage text beyond this (default: model limit)"
+    ),
     show_input: bool = typer.Option(False, "--show-input", help="print the first example's full input"),
 ) -> None:
     """Answer --limit questions greedily; print question, gold, prediction, EM and F1 per example."""
     result = generate_answers(
-        model=model, dataset=dataset, method=method, retriever=retriever, k=k, limit=limit or None,
-        split=split, data_dir=data_dir, corpus=corpus, dtype=dtype, device=device,
-        trust_remote_code=trust_remote_code, chat_template=chat_template, batch_size=batch_size,
-        max_new_tokens=max_new_tokens, max_input_tokens=max_input_tokens,
+        model=model,
+        dataset=dataset,
+        method=method,
+        retriever=retriever,
+        k=k,
+        limit=limit or None,
+        split=split,
+        data_dir=data_dir,
+        corpus=corpus,
+        dtype=dtype,
+        device=device,
+        trust_remote_code=trust_remote_code,
+        chat_template=chat_template,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        max_input_tokens=max_input_tokens,
     )
     out = console()
     if show_input:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -36,12 +35,12 @@ def _check_stored(flag: str, column: str, values: list[str], frame) -> None:
 
 def leaderboard_command(
     suite: str = typer.Option("qa12", "--suite", help="suite(s) or dataset(s), comma-separated"),
-    model: Optional[str] = typer.Option(None, "--model", help="backbone id to show"),
-    retriever: Optional[str] = typer.Option(None, "--retriever", help="only cells of this retriever"),
-    method: Optional[str] = typer.Option(None, "--method", help="only these methods (labels), comma-separated"),
+    model: str | None = typer.Option(None, "--model", help="backbone id to show"),
+    retriever: str | None = typer.Option(None, "--retriever", help="only cells of this retriever"),
+    method: str | None = typer.Option(None, "--method", help="only these methods (labels), comma-separated"),
     metrics: str = typer.Option("exact_match,f1", "--metrics", help="comma-separated metric names"),
     fmt: str = typer.Option("table", "--format", help="table, md, csv or json"),
-    compare: Optional[str] = typer.Option(None, "--compare", help="A,B: paired bootstrap CI of B - A"),
+    compare: str | None = typer.Option(None, "--compare", help="A,B: paired bootstrap CI of B - A"),
     all_models: bool = typer.Option(False, "--all-models", help="allow several backbones in one table"),
     preserve: bool = typer.Option(False, "--preserve", help="the preservation table (task x method, vs base)"),
     results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
@@ -49,12 +48,14 @@ def leaderboard_command(
     """Print the leaderboard of finished cells: EM/F1 per dataset and method, with averages."""
     from harness.leaderboard import (
         cells_frame,
-        compare as compare_methods,
         comparison_display,
         leaderboard,
         render,
         select,
         verdict_lines,
+    )
+    from harness.leaderboard import (
+        compare as compare_methods,
     )
     from harness.metrics import METRICS
     from harness.paths import store_folder

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
 
 from harness.console import console
-
 from harness.registry import unknown_name
 
 LISTABLE = ("datasets", "suites", "metrics", "methods", "retrievers")
 
 
-def _datasets_table(data_dir: Optional[Path]) -> Table:
+def _datasets_table(data_dir: Path | None) -> Table:
     from harness.datasets import summarize
     from harness.metrics import METRIC_LABELS
     from harness.plugins import DATASETS
@@ -101,7 +99,7 @@ def _retrievers_table() -> Table:
 
 def ls(
     what: str = typer.Argument(..., help="datasets, suites, metrics, methods or retrievers"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
 ) -> None:
     """List datasets (with counts and source), suites, metrics, methods (with their options) or retrievers."""
     if what not in LISTABLE:

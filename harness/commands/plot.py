@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,13 +16,17 @@ DEFAULT_SUITE = "qa9"
 
 def plot_command(
     name: str = typer.Argument(..., help="tokens-sweep, retrievers, passages, placement, preservation, leaderboard or training"),
-    suite: Optional[str] = typer.Option(None, "--suite", help="suite(s) or dataset(s) averaged over, comma-separated (default: qa9)"),
-    model: Optional[str] = typer.Option(None, "--model", help="backbone id (needed when the store holds several; training: filter, default all)"),
-    method: Optional[str] = typer.Option(None, "--method", help="training plot: the methods drawn, NAME[,NAME] (default: all)"),
-    retriever: Optional[str] = typer.Option(None, "--retriever", help="retriever of the cells drawn (default: the best covered)"),
-    passages: Optional[int] = typer.Option(None, "--passages", help="passage count m of the cells drawn"),
-    tokens: Optional[int] = typer.Option(None, "--tokens", help="SPRING's k for the retrievers/passages/placement plots"),
-    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: <results>/plots/)"),
+    suite: str | None = typer.Option(
+        None, "--suite", help="suite(s) or dataset(s) averaged over, comma-separated (default: qa9)"
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="backbone id (needed when the store holds several; training: filter, default all)"
+    ),
+    method: str | None = typer.Option(None, "--method", help="training plot: the methods drawn, NAME[,NAME] (default: all)"),
+    retriever: str | None = typer.Option(None, "--retriever", help="retriever of the cells drawn (default: the best covered)"),
+    passages: int | None = typer.Option(None, "--passages", help="passage count m of the cells drawn"),
+    tokens: int | None = typer.Option(None, "--tokens", help="SPRING's k for the retrievers/passages/placement plots"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (default: <results>/plots/)"),
     results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
 ) -> None:
     """Draw a figure from the result store and write <plot>-<model>-<suite>.png and .svg; prints the paths.
@@ -35,9 +38,8 @@ def plot_command(
     """
     if name not in PLOT_NAMES:
         raise unknown_name("plot", name, PLOT_NAMES)
-    from plots import TRAINING, load_frame, output_stem, render, save
-
     from harness.paths import store_folder, writable_folder
+    from plots import TRAINING, load_frame, output_stem, render, save
 
     store_folder(results)
     folder = writable_folder(out if out is not None else Path(results) / "plots", "--out")
@@ -54,7 +56,9 @@ def plot_command(
     else:
         suite = suite or DEFAULT_SUITE
         frame = load_frame(results)
-        figure = render(name, frame, suite=suite, model=model, method=method, retriever=retriever, passages=passages, tokens=tokens)
+        figure = render(
+            name, frame, suite=suite, model=model, method=method, retriever=retriever, passages=passages, tokens=tokens
+        )
         paths = save(figure, folder, output_stem(name, figure.harness_model, "lm-eval" if name == "preservation" else suite))
     for path in paths:
         print(path)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -18,7 +18,7 @@ from harness.registry import unknown_name
 
 FORMATS = ("table", "md", "csv", "json")
 # Which (plugged) variants each method evaluates: SPRING is evaluated unplugged (= the base model) and plugged.
-METHOD_VARIANTS: dict[str, tuple[Optional[bool], ...]] = {"base": (None,), "lora": (None,), "spring": (False, True)}
+METHOD_VARIANTS: dict[str, tuple[bool | None, ...]] = {"base": (None,), "lora": (None,), "spring": (False, True)}
 
 
 def preservation_rich_table(frame: Any, title: str = "") -> Table:
@@ -41,7 +41,7 @@ def preservation_rich_table(frame: Any, title: str = "") -> Table:
     return table
 
 
-def print_preservation(results: Path, model: Optional[str] = None, fmt: str = "table") -> None:
+def print_preservation(results: Path, model: str | None = None, fmt: str = "table") -> None:
     """Print the Table 2 layout from the store (also the body of `harness leaderboard --preserve`)."""
     from harness.preserve import preservation_table, render_preservation
     from harness.store import Store
@@ -60,13 +60,13 @@ def print_preservation(results: Path, model: Optional[str] = None, fmt: str = "t
 def preserve_command(
     tasks: str = typer.Option("mmlu,boolq,csqa,gsm8k", "--tasks", help="comma-separated: mmlu, boolq, csqa, gsm8k"),
     method: str = typer.Option("base", "--method", help="comma-separated: base, lora, spring"),
-    shots: Optional[str] = typer.Option(
+    shots: str | None = typer.Option(
         None,
         "--shots",
         help="shots for every task ('0,5') or per task ('mmlu=0,5;csqa=4'); default: the paper's "
         "(mmlu 0,5; boolq 0; csqa 0,4; gsm8k 8)",
     ),
-    limit: Optional[int] = typer.Option(
+    limit: int | None = typer.Option(
         None,
         "--limit",
         min=1,
@@ -75,23 +75,22 @@ def preserve_command(
     ),
     model: str = typer.Option("smollm2-135m", "--model", help="backbone: alias, local folder or hub id"),
     dtype: str = typer.Option("auto", "--dtype", help="auto, fp32, bf16 or fp16"),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="trained LoRA / SPRING checkpoint"),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="trained LoRA / SPRING checkpoint"),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="lm-eval batch size (not part of the keys)"),
-    source: str = typer.Option(
-        "local", "--source", help="local (shipped tasks on the raw files) or hub (stock lm-eval tasks)"
-    ),
-    data_dir: Optional[Path] = typer.Option(
+    source: str = typer.Option("local", "--source", help="local (shipped tasks on the raw files) or hub (stock lm-eval tasks)"),
+    data_dir: Path | None = typer.Option(
         None, "--data-dir", help="raw-data folder (default: $HARNESS_DATA_DIR or ../shared/data)"
     ),
     results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
     force: bool = typer.Option(False, "--force", help="recompute cells that are already complete"),
-    lm_eval_cache: Optional[Path] = typer.Option(
+    lm_eval_cache: Path | None = typer.Option(
         None, "--lm-eval-cache", help="folder for lm-eval's response cache (keyed by model + method hash); off by default"
     ),
     fmt: str = typer.Option("table", "--format", help="table, md, csv or json"),
 ) -> None:
     """Run the preservation suites (SPRING Table 2) through lm-evaluation-harness and print task x method."""
     from harness.models import load_model
+    from harness.paths import writable_folder
     from harness.preserve import (
         SOURCES,
         parse_methods,
@@ -101,7 +100,6 @@ def preserve_command(
         resolve_preserve_model,
         run_preservation,
     )
-    from harness.paths import writable_folder
     from harness.store import Store
 
     if fmt not in FORMATS:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -23,11 +22,11 @@ def retrieve(
     k: int = typer.Option(5, "--k", min=1, help="passages per question"),
     split: str = typer.Option("eval", "--split", help="eval or train"),
     corpus: str = typer.Option("wiki-offline", "--corpus", help="'wiki-offline' or a passage file"),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="first N questions of each dataset"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="first N questions of each dataset"),
     option: list[str] = typer.Option([], "--option", "-o", help="retriever option RETRIEVER.KEY=VALUE (repeatable)"),
     trec: bool = typer.Option(False, "--trec", help="also write each run in TREC run format"),
-    results: Optional[Path] = typer.Option(None, "--results", help="result store (default results/)"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
+    results: Path | None = typer.Option(None, "--results", help="result store (default results/)"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
 ) -> None:
     """Retrieve top-k passages for every question of the suite (cached) and print recall@k per dataset."""
     from harness.datasets import get_task, load_examples

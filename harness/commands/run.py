@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -32,38 +31,42 @@ def run_command(
     suite: str = typer.Option("qa12", "--suite", help="suite(s) or dataset(s), comma-separated"),
     method: str = typer.Option("closed-book,concat,prompt", "--method", help="method(s), comma-separated"),
     reference: str = typer.Option(
-        "auto", "--reference",
+        "auto",
+        "--reference",
         help="baselines evaluated beside trained methods, comma-separated; auto: prompt, plus prompt-chat and "
         "prompt-fewshot on a backbone with a chat template; '' for none",
     ),
     retriever: str = typer.Option("bm25", "--retriever", help="retriever(s), comma-separated"),
     passages: str = typer.Option("3", "--passages", help="passages m in the input, comma-separated"),
-    tokens: Optional[str] = typer.Option(None, "--tokens", help="virtual-token counts k for methods with tokens"),
-    shots: Optional[str] = typer.Option(None, "--shots", help="solved examples for few-shot methods (default 3)"),
+    tokens: str | None = typer.Option(None, "--tokens", help="virtual-token counts k for methods with tokens"),
+    shots: str | None = typer.Option(None, "--shots", help="solved examples for few-shot methods (default 3)"),
     model: str = typer.Option("smollm2-135m", "--model", help="alias, local folder or hub id"),
     dtype: str = typer.Option("auto", "--dtype", help="auto, fp32, bf16 or fp16"),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="examples per dataset (seeded sample)"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="examples per dataset (seeded sample)"),
     full: bool = typer.Option(False, "--full", help="evaluate the full evaluation splits (no CPU limit)"),
     seed: int = typer.Option(0, "--seed", help="seed of the example sample (and of training)"),
     force: bool = typer.Option(False, "--force", help="recompute cells the store already holds"),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="generation batch size (not in keys: answers do not depend on it)"),
+    batch_size: int = typer.Option(
+        16, "--batch-size", min=1, help="generation batch size (not in keys: answers do not depend on it)"
+    ),
     max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1, help="answer length limit"),
-    max_input_tokens: Optional[int] = typer.Option(None, "--max-input-tokens", min=16, help="cut passage text beyond this"),
+    max_input_tokens: int | None = typer.Option(None, "--max-input-tokens", min=16, help="cut passage text beyond this"),
     corpus: str = typer.Option("wiki-offline", "--corpus", help="'wiki-offline' or a passage file"),
-    option: list[str] = typer.Option([], "--option", "-o", help="NAME.KEY=VALUE for a method or retriever of the run (repeatable)"),
+    option: list[str] = typer.Option(
+        [], "--option", "-o", help="NAME.KEY=VALUE for a method or retriever of the run (repeatable)"
+    ),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="allow the model's own code"),
     results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
 ) -> None:
     """Evaluate methods over a suite, with a retriever and m passages; resumable and cached in the store."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from harness.leaderboard import cells_frame
+    from harness.paths import writable_folder
     from harness.plugins import METHODS, RETRIEVERS
     from harness.runner import CPU_MAX_INPUT_TOKENS, RunConfig, RunContext, parse_method_options, run
     from harness.suites import SUITES, resolve_suite
-
-    from harness.paths import writable_folder
 
     if limit is not None and full:
         raise HarnessError("--limit and --full contradict each other; pass one")
@@ -149,7 +152,8 @@ def run_command(
         limit_note += " | CPU training budget " + ", ".join(f"{k}={v}" for k, v in CPU_TRAINING.items())
         limit_note += "".join(
             f" ({name}: " + ", ".join(f"{k}={v}" for k, v in values.items()) + ")"
-            for name, values in CPU_TRAINING_PER_METHOD.items() if name in methods
+            for name, values in CPU_TRAINING_PER_METHOD.items()
+            if name in methods
         )
     print_leaderboard(out, frame, datasets, ["exact_match", "f1"], context.store, config.methods, limit_note)
 
@@ -174,7 +178,7 @@ def _references(value: str, model: str, trust_remote_code: bool) -> tuple[str, .
     return ("prompt", "prompt-chat", "prompt-fewshot") if instruct else ("prompt",)
 
 
-def _offline_in_domain(datasets: tuple[str, ...], data_dir: Optional[Path]) -> int:
+def _offline_in_domain(datasets: tuple[str, ...], data_dir: Path | None) -> int:
     """How many of ``datasets`` are in-domain and can be loaded here (the power rule's D)."""
     from harness.datasets import get_task, resolve_source
     from harness.errors import HarnessError

@@ -38,8 +38,10 @@ def verify_command(
         for source, target in moves:
             out.print(f"moved {escape(str(source))} -> {escape(target.name)}")
         left = len(problems) - len(moves)
-        out.print(f"checked {checked}: {len(problems)} problem(s), {len(moves)} set aside"
-                  + (f", {left} left (interrupted cells resume on the next run)" if left else ""))
+        out.print(
+            f"checked {checked}: {len(problems)} problem(s), {len(moves)} set aside"
+            + (f", {left} left (interrupted cells resume on the next run)" if left else "")
+        )
     else:
         fix = "; `harness store verify --repair` sets the bad ones aside" if any(f.repairable for f in problems) else ""
         out.print(f"checked {checked}: {len(problems)} problem(s){fix}" if problems else f"checked {checked}: every one whole")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,24 +15,23 @@ def train_command(
     model: str = typer.Option("smollm2-135m", "--model", help="alias, local folder or hub id"),
     retriever: str = typer.Option("bm25", "--retriever", help="retriever whose passages the training reads"),
     tokens: int = typer.Option(50, "--tokens", min=1, help="n, the number of virtual tokens trained"),
-    examples: Optional[int] = typer.Option(None, "--examples", min=1, help="training questions (mixed in-domain pools)"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
-    lr: Optional[float] = typer.Option(None, "--lr"),
+    examples: int | None = typer.Option(None, "--examples", min=1, help="training questions (mixed in-domain pools)"),
+    epochs: int | None = typer.Option(None, "--epochs", min=1),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1),
+    lr: float | None = typer.Option(None, "--lr"),
     seed: int = typer.Option(0, "--seed"),
     full: bool = typer.Option(False, "--full", help="no CPU training budget"),
     option: list[str] = typer.Option([], "--option", "-o", help="METHOD.KEY=VALUE (repeatable)"),
     results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="raw data folder"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="raw data folder"),
     corpus: str = typer.Option("wiki-offline", "--corpus", help="'wiki-offline' or a passage file (as for `harness run`)"),
 ) -> None:
     """Train METHOD on the in-domain training pools and store its checkpoint (skipped if it exists)."""
     import torch
 
+    from harness.paths import writable_folder
     from harness.plugins import METHODS, RETRIEVERS
     from harness.runner import RunConfig, RunContext, check_options, method_instances, parse_method_options
-
-    from harness.paths import writable_folder
 
     writable_folder(results, "--results")
     cls = METHODS.get(method)
@@ -48,8 +46,16 @@ def train_command(
     if cls.sweep == "tokens":
         pairs.append((f"{method}.n", str(tokens)))
     config = RunConfig(
-        datasets=(), methods=(method,), retrievers=(retriever,), tokens=(tokens,) if cls.sweep == "tokens" else None,
-        model=model, seed=seed, results=results, data_dir=data_dir, corpus=corpus, method_options=tuple(pairs),
+        datasets=(),
+        methods=(method,),
+        retrievers=(retriever,),
+        tokens=(tokens,) if cls.sweep == "tokens" else None,
+        model=model,
+        seed=seed,
+        results=results,
+        data_dir=data_dir,
+        corpus=corpus,
+        method_options=tuple(pairs),
         cpu_budget=not full and not torch.cuda.is_available(),
     )
     check_options(config)

@@ -85,10 +85,10 @@ class Method(ABC):
 
     # ---- hooks the engine calls; the defaults do nothing ------------------------------------------------------
 
-    def prepare(self, context: MethodContext, retriever: str) -> None:
+    def prepare(self, context: MethodContext, retriever: str) -> None:  # noqa: B027 - a hook: nothing by default
         """Load or train what the method needs for ``retriever`` (once per run; trained methods' weights)."""
 
-    def prepare_dataset(self, context: MethodContext, retriever: str, dataset: str) -> None:
+    def prepare_dataset(self, context: MethodContext, retriever: str, dataset: str) -> None:  # noqa: B027 - a hook
         """Per-dataset inputs (few-shot examples, a chat-template check); a HarnessError skips the dataset."""
 
     def backend_for(self, context: MethodContext) -> Any:

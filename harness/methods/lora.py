@@ -37,7 +37,9 @@ class LoraOptions:
 
     def __post_init__(self) -> None:
         if self.r < 1 or self.alpha < 1 or not 0 <= self.dropout < 1:
-            raise HarnessError(f"lora needs r >= 1, alpha >= 1 and 0 <= dropout < 1 (got r={self.r}, alpha={self.alpha}, dropout={self.dropout})")
+            raise HarnessError(
+                f"lora needs r >= 1, alpha >= 1 and 0 <= dropout < 1 (got r={self.r}, alpha={self.alpha}, dropout={self.dropout})"
+            )
         if not any(m.strip() for m in self.target_modules.split(",")):
             raise HarnessError("lora.target_modules names no module; e.g. --option lora.target_modules=q_proj,v_proj")
 

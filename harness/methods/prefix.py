@@ -39,8 +39,8 @@ from harness.methods.spring import Spring, SpringOptions, SpringTrainer, initial
 from harness.options import option
 from harness.registry import unknown_name
 from harness.segments import EmbeddingSegment, Segment, TokenSegment
-from harness.training import TrainingConfig, TrainingData, TrainingLog, TrainItem, draw_inputs, train
 from harness.spec import content_hash
+from harness.training import TrainingConfig, TrainingData, TrainingLog, TrainItem, draw_inputs, train
 from harness.types import Example, Passage
 from harness.weights import PEFT_WEIGHTS, adapter_folder, hidden_size, save_peft
 
@@ -163,7 +163,9 @@ def peft_prompt_tokens(method: Prefix, context: MethodContext, retriever: str) -
 
     def build() -> tuple[torch.Tensor, str]:
         def train_into(data: TrainingData, folder: Path, spec: dict) -> None:
-            train_prefix_peft(method, context.backbone_copy(), data, config, folder, spec, log=context.log, progress=context.progress)
+            train_prefix_peft(
+                method, context.backbone_copy(), data, config, folder, spec, log=context.log, progress=context.progress
+            )
 
         describe = f"prefix with PEFT prompt tuning (n={method.n}, retriever {retriever})"
         folder = adapter_folder(context, method.name, "prefix-peft", retriever, config, settings, describe, train_into)

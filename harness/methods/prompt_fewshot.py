@@ -30,7 +30,9 @@ class FewshotOptions:
     """prompt-fewshot's options (``--option prompt-fewshot.KEY=VALUE``); the shot count is ``--shots``."""
 
     seed: int = option(0, "seed of the shot draw (with --seed and the dataset)")
-    pool: str | None = option(None, "the training pool the shots come from (default: the dataset's own; needed for held-out sets)")
+    pool: str | None = option(
+        None, "the training pool the shots come from (default: the dataset's own; needed for held-out sets)"
+    )
 
     def __post_init__(self) -> None:
         if self.pool is not None:

@@ -182,8 +182,10 @@ def virtual_tokens(
     """
     if method.checkpoint:  # an official release or an exported checkpoint: nothing to train
         hidden = hidden_size(context)
-        weights = context.artifact(("official", method.checkpoint), lambda: import_official(
-            method.checkpoint, hidden_size=hidden, weights_hash=context.model_spec["weights_hash"]))
+        weights = context.artifact(
+            ("official", method.checkpoint),
+            lambda: import_official(method.checkpoint, hidden_size=hidden, weights_hash=context.model_spec["weights_hash"]),
+        )
         if weights.shape[0] != method.n:
             method.n = int(weights.shape[0])
         return weights, tensor_hash(weights)
@@ -198,7 +200,10 @@ def virtual_tokens(
         return trainable.weight, log
 
     return token_checkpoint(
-        context, method.name, retriever, config,
+        context,
+        method.name,
+        retriever,
+        config,
         settings={**method.token_settings(), **(settings or {})},
         describe=f"{method.name} (n={method.n}, {method.placement}, retriever {retriever})",
         train=train_tokens,

@@ -62,9 +62,7 @@ class PluggedHFLM(HFLM):
         if virtual_tokens is not None:
             embedding = self.model.get_input_embeddings()
             if virtual_tokens.ndim != 2 or virtual_tokens.shape[1] != embedding.weight.shape[1]:
-                raise ValueError(
-                    f"virtual_tokens must be [k, {embedding.weight.shape[1]}], got {tuple(virtual_tokens.shape)}"
-                )
+                raise ValueError(f"virtual_tokens must be [k, {embedding.weight.shape[1]}], got {tuple(virtual_tokens.shape)}")
             self.virtual_tokens = virtual_tokens.detach().to(embedding.weight.device, embedding.weight.dtype)
 
     @property
@@ -166,10 +164,13 @@ class PluggedHFLM(HFLM):
     def _model_call(self, inps: torch.Tensor, attn_mask: Any = None, labels: Any = None) -> torch.Tensor:
         if not self.plugged or attn_mask is not None or not bool((inps == VIRTUAL_TOKEN_ID).any()):
             return super()._model_call(inps, attn_mask, labels)
-        with torch.no_grad(), torch.autocast(
-            device_type=self.device.type,
-            dtype=self.mixed_precision_dtype,
-            enabled=self.mixed_precision_dtype is not None,
+        with (
+            torch.no_grad(),
+            torch.autocast(
+                device_type=self.device.type,
+                dtype=self.mixed_precision_dtype,
+                enabled=self.mixed_precision_dtype is not None,
+            ),
         ):
             return self.model(inputs_embeds=self.embed(inps)).logits
 
@@ -203,7 +204,7 @@ class PluggedHFLM(HFLM):
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
             if padding_side == "left":
-                ids[i, width - len(row):], mask[i, width - len(row):] = torch.tensor(row), 1
+                ids[i, width - len(row) :], mask[i, width - len(row) :] = torch.tensor(row), 1
             else:
                 ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
         return ids, mask
@@ -217,6 +218,4 @@ class PluggedHFLM(HFLM):
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
         # generate() uses inputs_embeds for the prompt and returns input_ids + the new tokens, so lm-eval's
         # slicing of the continuation (by the context width) stays right.
-        return super()._model_generate(
-            context.masked_fill(slots, pad), max_length, stop, inputs_embeds=embeds, **kwargs
-        )
+        return super()._model_generate(context.masked_fill(slots, pad), max_length, stop, inputs_embeds=embeds, **kwargs)

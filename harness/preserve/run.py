@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ from harness.preserve.tasks import (
     template_hash,
 )
 from harness.spec import CellSpec, content_hash, example_ids_hash
-
 
 # ---- hashes for the key, documents per cell, rows from lm-eval's samples --------------------------------------
 
@@ -57,7 +56,9 @@ def docs_hash(loaded: Mapping[str, Any], counts: Mapping[str, int]) -> str:
         docs = loaded["tasks"][leaf].eval_docs
         for index in range(count):
             # default=str: documents may hold values JSON lacks (dates); their text form is stable.
-            digest.update(json.dumps([leaf, docs[index]], sort_keys=True, ensure_ascii=False, default=str).encode("utf-8") + b"\n")
+            digest.update(
+                json.dumps([leaf, docs[index]], sort_keys=True, ensure_ascii=False, default=str).encode("utf-8") + b"\n"
+            )
     return digest.hexdigest()[:20]
 
 
@@ -193,13 +194,23 @@ def run_preservation(
                         records.append(store.load(spec.key()))
                         continue
                     if lm is None:
-                        lm = _build_lm(model if model is not None else loaded_model.model, loaded_model.tokenizer,
-                                       virtual_tokens, batch_size)
+                        lm = _build_lm(
+                            model if model is not None else loaded_model.model, loaded_model.tokenizer, virtual_tokens, batch_size
+                        )
                     if getattr(lm, "plugged", False):
                         lm.bind_tasks(loaded["tasks"])
                     say(f"{name} {n_shots}-shot {method['name']}: evaluating {len(ids)} docs with lm-eval {version}")
-                    samples = _evaluate(lm, manager, task, source, loaded, counts, limit, n_shots,
-                                        _cache_path(lm_eval_cache, model_identity, method))
+                    samples = _evaluate(
+                        lm,
+                        manager,
+                        task,
+                        source,
+                        loaded,
+                        counts,
+                        limit,
+                        n_shots,
+                        _cache_path(lm_eval_cache, model_identity, method),
+                    )
                     rows = _rows_from_samples(task, samples, loaded)
                     if sorted(rows) != sorted(ids):
                         raise RuntimeError(f"{name}: lm-eval returned {len(rows)} documents, expected {len(ids)}")
@@ -212,9 +223,7 @@ def run_preservation(
 # ---- the steps of a run ---------------------------------------------------------------------------------------
 
 
-def _shots_of(
-    tasks: Sequence[str], shots: Mapping[str, Sequence[int]] | Sequence[int] | None
-) -> dict[str, tuple[int, ...]]:
+def _shots_of(tasks: Sequence[str], shots: Mapping[str, Sequence[int]] | Sequence[int] | None) -> dict[str, tuple[int, ...]]:
     """``run_preservation``'s ``shots`` argument as shots per task, each checked against the task's few-shot pool."""
     if shots is None:
         shots_of = {t: PRESERVE_TASKS[t].default_shots for t in tasks}
@@ -237,9 +246,7 @@ def _method_key(method_spec: Mapping[str, Any], virtual_tokens: Any) -> dict[str
         method.setdefault("tokens", int(virtual_tokens.shape[0]))
         method["virtual_tokens_hash"] = virtual_tokens_hash(virtual_tokens)
         if method["tokens"] != int(virtual_tokens.shape[0]) or method["plugged"] is not True:
-            raise ValueError(
-                f"method_spec {method_spec} does not match virtual tokens of shape {tuple(virtual_tokens.shape)}"
-            )
+            raise ValueError(f"method_spec {method_spec} does not match virtual tokens of shape {tuple(virtual_tokens.shape)}")
     return method
 
 
@@ -268,8 +275,12 @@ def _cell_spec(
         model=model_identity,
         method=method,
         template_hash=template_hash(task, n_shots, source, subjects),
-        decoding={"harness": "lm-eval", "num_fewshot": n_shots, "fewshot_sampler": "first_n"
-                  if source == "local" else "lm-eval default", "source": source},
+        decoding={
+            "harness": "lm-eval",
+            "num_fewshot": n_shots,
+            "fewshot_sampler": "first_n" if source == "local" else "lm-eval default",
+            "source": source,
+        },
         scorer_version=f"lm-eval/{version}",
         metrics=task.metrics,
     )
@@ -277,7 +288,7 @@ def _cell_spec(
 
 def _provenance(name: str, limit: int | None, batch_size: int | str, version: str) -> dict[str, Any]:
     return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "limit": limit,
         "batch_size": batch_size,
         "preserve_task": name,

@@ -37,8 +37,11 @@ def preservation_cells(store: Any, model: str | None = None) -> list[Any]:
     if model is not None:
         cells = [c for c in cells if c.spec.model.get("id") == model]
     if not cells:
-        raise HarnessError("the result store holds no preservation cell" + (f" for model {model}" if model else "")
-                           + "; run `harness preserve` first")
+        raise HarnessError(
+            "the result store holds no preservation cell"
+            + (f" for model {model}" if model else "")
+            + "; run `harness preserve` first"
+        )
     models = sorted({c.spec.model.get("id", "?") for c in cells})
     if len(models) > 1:
         raise HarnessError(
@@ -63,10 +66,11 @@ def preservation_table(store: Any, model: str | None = None) -> Any:
     table: dict[str, dict[str, float]] = {}
     labels: set[str] = set()
     n_docs: dict[str, int] = {}
-    for (name, n_shots) in sorted(by_row, key=lambda k: (task_order.index(k[0]), k[1])):
+    for name, n_shots in sorted(by_row, key=lambda k: (task_order.index(k[0]), k[1])):
         slices = by_row[(name, n_shots)]
-        chosen = max(slices.values(), key=lambda group: (len({preservation_label(c.spec.method) for c in group}),
-                                                         group[0].spec.n_examples))
+        chosen = max(
+            slices.values(), key=lambda group: (len({preservation_label(c.spec.method) for c in group}), group[0].spec.n_examples)
+        )
         row_label = f"{name} {n_shots}-shot"
         metric = PRESERVE_TASKS[name].primary_metric
         row: dict[str, float] = {}

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError, NotAvailableOffline
-from harness.paths import PROJECT_ROOT, data_dir as resolve_data_dir
+from harness.paths import PROJECT_ROOT
+from harness.paths import data_dir as resolve_data_dir
 from harness.spec import content_hash
 
 TEMPLATE_DIR = PROJECT_ROOT / "tasks" / "lm_eval"
@@ -36,6 +37,7 @@ def preserve_methods() -> tuple[str, ...]:
     from harness.plugins import METHODS as REGISTRY
 
     return ("base", *sorted(name for name in REGISTRY.names() if REGISTRY.get(name).preserves))
+
 
 SOURCES = ("local", "hub")
 
@@ -61,13 +63,21 @@ class PreserveTask:
 PRESERVE_TASKS: dict[str, PreserveTask] = {
     t.name: t
     for t in (
-        PreserveTask("mmlu", "harness_mmlu", "mmlu", ("harness_mmlu.yaml", MMLU_SUBJECT_TEMPLATE), (0, 5), 5,
-                     "multiple_choice", ("acc",)),
+        PreserveTask(
+            "mmlu", "harness_mmlu", "mmlu", ("harness_mmlu.yaml", MMLU_SUBJECT_TEMPLATE), (0, 5), 5, "multiple_choice", ("acc",)
+        ),
         PreserveTask("boolq", "harness_boolq", "boolq", ("harness_boolq.yaml",), (0,), 10, "multiple_choice", ("acc",)),
-        PreserveTask("csqa", "harness_csqa", "commonsense_qa", ("harness_csqa.yaml",), (0, 4), 10,
-                     "multiple_choice", ("acc",)),
-        PreserveTask("gsm8k", "harness_gsm8k", "gsm8k", ("harness_gsm8k.yaml",), (8,), 10, "generate_until",
-                     ("exact_match", "exact_match_flexible")),
+        PreserveTask("csqa", "harness_csqa", "commonsense_qa", ("harness_csqa.yaml",), (0, 4), 10, "multiple_choice", ("acc",)),
+        PreserveTask(
+            "gsm8k",
+            "harness_gsm8k",
+            "gsm8k",
+            ("harness_gsm8k.yaml",),
+            (8,),
+            10,
+            "generate_until",
+            ("exact_match", "exact_match_flexible"),
+        ),
     )
 }
 TASK_ALIASES = {"commonsenseqa": "csqa", "commonsense_qa": "csqa", "gsm": "gsm8k"}
@@ -136,9 +146,7 @@ def parse_shots(text: str | None, tasks: Sequence[str]) -> dict[str, tuple[int, 
     for name, values in shots.items():
         for value in values:
             if not 0 <= value <= PRESERVE_TASKS[name].max_shots:
-                raise HarnessError(
-                    f"{name} takes 0-{PRESERVE_TASKS[name].max_shots} shots (its few-shot pool), not {value}"
-                )
+                raise HarnessError(f"{name} takes 0-{PRESERVE_TASKS[name].max_shots} shots (its few-shot pool), not {value}")
     return shots
 
 
@@ -252,4 +260,3 @@ def task_manager(tasks: Sequence[str], data_dir: str | Path | None = None, sourc
 
 def _lm_eval_name(task: PreserveTask, source: str) -> str:
     return task.local_task if source == "local" else task.stock_task
-

@@ -32,8 +32,24 @@ def _tiny_model_saved():
 
 def _run(world, *flags, method="spring"):
     return [
-        "run", "--suite", "nq", "--method", method, "--model", str(tiny_model_dir()), "--data-dir", str(world["data"]),
-        "--corpus", str(world["corpus"]), "--results", str(world["results"]), "--limit", "2", "--reference", "", *flags,
+        "run",
+        "--suite",
+        "nq",
+        "--method",
+        method,
+        "--model",
+        str(tiny_model_dir()),
+        "--data-dir",
+        str(world["data"]),
+        "--corpus",
+        str(world["corpus"]),
+        "--results",
+        str(world["results"]),
+        "--limit",
+        "2",
+        "--reference",
+        "",
+        *flags,
     ]
 
 
@@ -51,10 +67,22 @@ def _one_error_line(capsys) -> str:
         ("spring.examples=-5", "training option examples must be >= 1 (got -5)"),
         ("spring.batch_size=0", "training option batch_size must be >= 1 (got 0)"),
         ("spring.epochs=two", "--option spring.epochs=two: epochs takes a whole number (e.g. spring.epochs=1)"),
-        ("spring.fixed_k=maybe", "--option spring.fixed_k=maybe: fixed_k is true or false (got 'maybe'); e.g. spring.fixed_k=true"),
-        ("sprng.lr=0.1", "--option sprng.lr=0.1: 'sprng' is no method or retriever of this run. Did you mean 'spring'? Methods: spring; retrievers: bm25"),
-        ("lora.r=8", "--option lora.r=8: 'lora' is no method or retriever of this run. Methods: spring; retrievers: bm25; add it to --method"),
-        ("spring.placment=trq", "unknown spring option 'placment'. Did you mean 'placement' or 'patience'? Valid spring options: batch_size,"),
+        (
+            "spring.fixed_k=maybe",
+            "--option spring.fixed_k=maybe: fixed_k is true or false (got 'maybe'); e.g. spring.fixed_k=true",
+        ),
+        (
+            "sprng.lr=0.1",
+            "--option sprng.lr=0.1: 'sprng' is no method or retriever of this run. Did you mean 'spring'? Methods: spring; retrievers: bm25",
+        ),
+        (
+            "lora.r=8",
+            "--option lora.r=8: 'lora' is no method or retriever of this run. Methods: spring; retrievers: bm25; add it to --method",
+        ),
+        (
+            "spring.placment=trq",
+            "unknown spring option 'placment'. Did you mean 'placement' or 'patience'? Valid spring options: batch_size,",
+        ),
     ],
 )
 def test_bad_method_options_stop_the_run_before_any_work(world, capsys, option, message):
@@ -104,7 +132,10 @@ def test_a_corrupt_dataset_inside_a_suite_is_skipped_with_a_notice(world, capsys
     assert main(flags) == 0
     captured = capsys.readouterr()
     out = captured.out + captured.err
-    assert "skipped triviaqa:" in out and "topics.dpr.trivia.test.txt:2: not UTF-8 text (invalid start byte); restore" in out.replace("\n", "")
+    assert (
+        "skipped triviaqa:" in out
+        and "topics.dpr.trivia.test.txt:2: not UTF-8 text (invalid start byte); restore" in out.replace("\n", "")
+    )
     cells = list((world["results"] / "runs").glob("*/spec.json"))
     assert [json.loads(p.read_text())["spec"]["dataset"] for p in cells] == ["nq"]
 
@@ -119,12 +150,17 @@ def test_the_real_process_prints_one_line_and_exits_2(world, tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")
     cases = [
-        (_run(world, method="closed-book"), "NQ-open.dev.jsonl:1: 'answer' must be a non-empty list of answer strings, found a string"),
+        (
+            _run(world, method="closed-book"),
+            "NQ-open.dev.jsonl:1: 'answer' must be a non-empty list of answer strings, found a string",
+        ),
         (_run(world, "--option", "spring.batch_size=0"), "training option batch_size must be >= 1 (got 0)"),
         (_run(world, "--results", str(afile), method="closed-book"), f"--results {afile} is a file, not a folder"),
     ]
     for flags, message in cases:
-        done = subprocess.run([sys.executable, "-m", "harness.cli", *flags], capture_output=True, text=True, check=False, env=os.environ)
+        done = subprocess.run(
+            [sys.executable, "-m", "harness.cli", *flags], capture_output=True, text=True, check=False, env=os.environ
+        )
         assert (done.returncode, done.stderr.count("\n"), message in done.stderr) == (2, 1, True), done.stderr
     assert not world["results"].exists() and afile.read_text() == "x"
 
@@ -138,7 +174,15 @@ def _model() -> str:
 
 def _retrieve(w, *flags):
     return [
-        "retrieve", "--suite", "nq", "--data-dir", str(w["data"]), "--corpus", str(w["corpus"]), "--results", str(w["results"]),
+        "retrieve",
+        "--suite",
+        "nq",
+        "--data-dir",
+        str(w["data"]),
+        "--corpus",
+        str(w["corpus"]),
+        "--results",
+        str(w["results"]),
         *flags,
     ]
 
@@ -179,7 +223,9 @@ def _torch_file(relative: str, value) -> Callable[[dict], None]:
     return lambda w: torch.save(value, w["tmp"] / relative)
 
 
-def _tokens_file(relative: str, n: int = 5, metadata: dict | None = None, keep_bytes: int | None = None) -> Callable[[dict], None]:
+def _tokens_file(
+    relative: str, n: int = 5, metadata: dict | None = None, keep_bytes: int | None = None
+) -> Callable[[dict], None]:
     """A harness virtual-token checkpoint for the tiny model (hidden size 64), optionally cut to its first bytes."""
 
     def setup(w):
@@ -222,157 +268,449 @@ class Case(NamedTuple):
 
 CASES = [
     # --- dataset files
-    Case("dataset-malformed-json-line", _write(NQ, GOOD + "{oops\n"), lambda w: _run(w, method="closed-book"),
-         f"{NQ_PATH}:2: not valid JSON (Expecting property name enclosed in double quotes)"),
-    Case("dataset-empty-file", _write(NQ, ""), lambda w: _run(w, method="closed-book"),
-         f"nq: {NQ_PATH} holds no examples; restore the dataset's original file"),
-    Case("dataset-only-blank-lines", _write(NQ, "\n  \n\n"), lambda w: _run(w, method="closed-book"),
-         f"nq: {NQ_PATH} holds no examples; restore the dataset's original file"),
-    Case("dataset-not-utf8", _write(NQ, GOOD.encode() + b'{"question": "caf\xe9?", "answer": ["b"]}\n'),
-         lambda w: _run(w, method="closed-book"), (f"{NQ_PATH}:2: not UTF-8 text (", "); restore the original file")),
-    Case("dataset-record-not-an-object", _write(NQ, '["who?", ["me"]]\n'), lambda w: _run(w, method="closed-book"),
-         f"{NQ_PATH}:1: expected a JSON object with a 'question' field, found a list"),
-    Case("dataset-missing-question", _write(NQ, '{"answer": ["me"]}\n'), lambda w: _run(w, method="closed-book"),
-         f"{NQ_PATH}:1: record has no 'question' field"),
-    Case("dataset-missing-answer", _write(NQ, '{"question": "who?"}\n'), lambda w: _run(w, method="closed-book"),
-         f"{NQ_PATH}:1: record has no 'answer' field"),
-    Case("dataset-blank-question", _write(NQ, '{"question": "  ", "answer": ["me"]}\n'), lambda w: _run(w, method="closed-book"),
-         f"{NQ_PATH}:1: 'question' must be a non-empty string, found a string"),
-    Case("dataset-answer-not-a-list", _write(NQ, '{"question": "who?", "answer": "me"}\n'), lambda w: _run(w, method="closed-book"),
-         f"{NQ_PATH}:1: 'answer' must be a non-empty list of answer strings, found a string"),
-    Case("dataset-duplicate-example-ids",
-         _write("data/webquestions/test.json", json.dumps([{"qId": "q1", "qText": "who?", "answers": ["me"]},
-                                                           {"qId": "q1", "qText": "what?", "answers": ["it"]}])),
-         lambda w: _run(w, "--suite", "webq", method="closed-book"),
-         "webq: example id 'webq/q1' occurs twice in {tmp}/data/webquestions/test.json; every record needs a unique id"),
-    Case("dataset-top-level-not-a-list",
-         _write("data/bamboogle/bamboogle_test_questions_and_answers.json", '{"question": "who?", "answer": "me"}'),
-         lambda w: _run(w, "--suite", "bamboogle", method="closed-book"),
-         "bamboogle_test_questions_and_answers.json: the top level must be a JSON list of records, found an object"),
-    Case("dataset-file-missing", _remove(NQ), lambda w: _run(w, method="closed-book"),
-         "nq: missing nq_open/NQ-open.dev.jsonl under {tmp}/data; pass --data-dir DIR pointing at the raw data folder"),
-    Case("training-tsv-wrong-field-count", _write("data/dpr_qas/topics.nq.dev.txt", "who?\t['me']\textra\n"),
-         lambda w: _retrieve(w, "--split", "train"),
-         "{tmp}/data/dpr_qas/topics.nq.dev.txt:1: expected 2 tab-separated fields, found 3"),
-    Case("data-dir-missing", None, lambda w: _run(w, "--data-dir", str(w["tmp"] / "nodata"), method="closed-book"),
-         "data directory {tmp}/nodata (--data-dir) does not exist; pass --data-dir DIR or set HARNESS_DATA_DIR"),
+    Case(
+        "dataset-malformed-json-line",
+        _write(NQ, GOOD + "{oops\n"),
+        lambda w: _run(w, method="closed-book"),
+        f"{NQ_PATH}:2: not valid JSON (Expecting property name enclosed in double quotes)",
+    ),
+    Case(
+        "dataset-empty-file",
+        _write(NQ, ""),
+        lambda w: _run(w, method="closed-book"),
+        f"nq: {NQ_PATH} holds no examples; restore the dataset's original file",
+    ),
+    Case(
+        "dataset-only-blank-lines",
+        _write(NQ, "\n  \n\n"),
+        lambda w: _run(w, method="closed-book"),
+        f"nq: {NQ_PATH} holds no examples; restore the dataset's original file",
+    ),
+    Case(
+        "dataset-not-utf8",
+        _write(NQ, GOOD.encode() + b'{"question": "caf\xe9?", "answer": ["b"]}\n'),
+        lambda w: _run(w, method="closed-book"),
+        (f"{NQ_PATH}:2: not UTF-8 text (", "); restore the original file"),
+    ),
+    Case(
+        "dataset-record-not-an-object",
+        _write(NQ, '["who?", ["me"]]\n'),
+        lambda w: _run(w, method="closed-book"),
+        f"{NQ_PATH}:1: expected a JSON object with a 'question' field, found a list",
+    ),
+    Case(
+        "dataset-missing-question",
+        _write(NQ, '{"answer": ["me"]}\n'),
+        lambda w: _run(w, method="closed-book"),
+        f"{NQ_PATH}:1: record has no 'question' field",
+    ),
+    Case(
+        "dataset-missing-answer",
+        _write(NQ, '{"question": "who?"}\n'),
+        lambda w: _run(w, method="closed-book"),
+        f"{NQ_PATH}:1: record has no 'answer' field",
+    ),
+    Case(
+        "dataset-blank-question",
+        _write(NQ, '{"question": "  ", "answer": ["me"]}\n'),
+        lambda w: _run(w, method="closed-book"),
+        f"{NQ_PATH}:1: 'question' must be a non-empty string, found a string",
+    ),
+    Case(
+        "dataset-answer-not-a-list",
+        _write(NQ, '{"question": "who?", "answer": "me"}\n'),
+        lambda w: _run(w, method="closed-book"),
+        f"{NQ_PATH}:1: 'answer' must be a non-empty list of answer strings, found a string",
+    ),
+    Case(
+        "dataset-duplicate-example-ids",
+        _write(
+            "data/webquestions/test.json",
+            json.dumps([{"qId": "q1", "qText": "who?", "answers": ["me"]}, {"qId": "q1", "qText": "what?", "answers": ["it"]}]),
+        ),
+        lambda w: _run(w, "--suite", "webq", method="closed-book"),
+        "webq: example id 'webq/q1' occurs twice in {tmp}/data/webquestions/test.json; every record needs a unique id",
+    ),
+    Case(
+        "dataset-top-level-not-a-list",
+        _write("data/bamboogle/bamboogle_test_questions_and_answers.json", '{"question": "who?", "answer": "me"}'),
+        lambda w: _run(w, "--suite", "bamboogle", method="closed-book"),
+        "bamboogle_test_questions_and_answers.json: the top level must be a JSON list of records, found an object",
+    ),
+    Case(
+        "dataset-file-missing",
+        _remove(NQ),
+        lambda w: _run(w, method="closed-book"),
+        "nq: missing nq_open/NQ-open.dev.jsonl under {tmp}/data; pass --data-dir DIR pointing at the raw data folder",
+    ),
+    Case(
+        "training-tsv-wrong-field-count",
+        _write("data/dpr_qas/topics.nq.dev.txt", "who?\t['me']\textra\n"),
+        lambda w: _retrieve(w, "--split", "train"),
+        "{tmp}/data/dpr_qas/topics.nq.dev.txt:1: expected 2 tab-separated fields, found 3",
+    ),
+    Case(
+        "data-dir-missing",
+        None,
+        lambda w: _run(w, "--data-dir", str(w["tmp"] / "nodata"), method="closed-book"),
+        "data directory {tmp}/nodata (--data-dir) does not exist; pass --data-dir DIR or set HARNESS_DATA_DIR",
+    ),
     # --- corpus files (--corpus FILE)
-    Case("corpus-not-utf8", _write("corpus.jsonl", P1.encode() + b'{"id": "p2", "title": "t", "text": "x\xff"}\n'),
-         lambda w: _run(w, method="concat"), "{tmp}/corpus.jsonl:2: line is not UTF-8 (invalid start byte); re-encode the file as UTF-8"),
-    Case("corpus-malformed-json", _write("corpus.jsonl", '{"id": "p1", "title"\n'), lambda w: _run(w, method="concat"),
-         "{tmp}/corpus.jsonl:1: not valid JSON (Expecting ':' delimiter)"),
-    Case("corpus-empty", _write("corpus.jsonl", ""), lambda w: _retrieve(w),
-         "{tmp}/corpus.jsonl: corpus is empty; it needs at least one passage"),
-    Case("corpus-passage-without-text", _write("corpus.jsonl", P1 + '{"id": "p2", "title": "t"}\n'), lambda w: _retrieve(w),
-         "{tmp}/corpus.jsonl:2: passage has no text; give it a 'text' (or FlashRAG 'contents') field"),
-    Case("corpus-passage-without-id", _write("corpus.jsonl", '{"title": "t", "text": "x"}\n'), lambda w: _retrieve(w),
-         "{tmp}/corpus.jsonl:1: passage has no id; every passage needs a non-empty 'id'"),
-    Case("corpus-duplicate-passage-id", _write("corpus.jsonl", P1 + P1.replace("one", "two")), lambda w: _retrieve(w),
-         "{tmp}/corpus.jsonl:2: duplicate passage id 'p1'; passage ids must be unique"),
-    Case("corpus-file-missing", None, lambda w: _retrieve(w, "--corpus", str(w["tmp"] / "nope.jsonl")),
-         "corpus '{tmp}/nope.jsonl' is neither 'wiki-offline' nor an existing passage file"),
-    Case("corpus-unknown-format", _write("corpus.txt", "p1 one\n"), lambda w: _retrieve(w, "--corpus", str(w["tmp"] / "corpus.txt")),
-         "{tmp}/corpus.txt: unknown corpus format; use .jsonl"),
-    Case("corpus-dpr-tsv-without-header", _write("psgs.tsv", "1\tsome text\tTitle\n"), lambda w: ["corpus", "info", str(w["tmp"] / "psgs.tsv")],
-         "{tmp}/psgs.tsv:1: expected DPR's header 'id<TAB>text<TAB>title'"),
+    Case(
+        "corpus-not-utf8",
+        _write("corpus.jsonl", P1.encode() + b'{"id": "p2", "title": "t", "text": "x\xff"}\n'),
+        lambda w: _run(w, method="concat"),
+        "{tmp}/corpus.jsonl:2: line is not UTF-8 (invalid start byte); re-encode the file as UTF-8",
+    ),
+    Case(
+        "corpus-malformed-json",
+        _write("corpus.jsonl", '{"id": "p1", "title"\n'),
+        lambda w: _run(w, method="concat"),
+        "{tmp}/corpus.jsonl:1: not valid JSON (Expecting ':' delimiter)",
+    ),
+    Case(
+        "corpus-empty",
+        _write("corpus.jsonl", ""),
+        lambda w: _retrieve(w),
+        "{tmp}/corpus.jsonl: corpus is empty; it needs at least one passage",
+    ),
+    Case(
+        "corpus-passage-without-text",
+        _write("corpus.jsonl", P1 + '{"id": "p2", "title": "t"}\n'),
+        lambda w: _retrieve(w),
+        "{tmp}/corpus.jsonl:2: passage has no text; give it a 'text' (or FlashRAG 'contents') field",
+    ),
+    Case(
+        "corpus-passage-without-id",
+        _write("corpus.jsonl", '{"title": "t", "text": "x"}\n'),
+        lambda w: _retrieve(w),
+        "{tmp}/corpus.jsonl:1: passage has no id; every passage needs a non-empty 'id'",
+    ),
+    Case(
+        "corpus-duplicate-passage-id",
+        _write("corpus.jsonl", P1 + P1.replace("one", "two")),
+        lambda w: _retrieve(w),
+        "{tmp}/corpus.jsonl:2: duplicate passage id 'p1'; passage ids must be unique",
+    ),
+    Case(
+        "corpus-file-missing",
+        None,
+        lambda w: _retrieve(w, "--corpus", str(w["tmp"] / "nope.jsonl")),
+        "corpus '{tmp}/nope.jsonl' is neither 'wiki-offline' nor an existing passage file",
+    ),
+    Case(
+        "corpus-unknown-format",
+        _write("corpus.txt", "p1 one\n"),
+        lambda w: _retrieve(w, "--corpus", str(w["tmp"] / "corpus.txt")),
+        "{tmp}/corpus.txt: unknown corpus format; use .jsonl",
+    ),
+    Case(
+        "corpus-dpr-tsv-without-header",
+        _write("psgs.tsv", "1\tsome text\tTitle\n"),
+        lambda w: ["corpus", "info", str(w["tmp"] / "psgs.tsv")],
+        "{tmp}/psgs.tsv:1: expected DPR's header 'id<TAB>text<TAB>title'",
+    ),
     # --- unknown names, each with its did-you-mean
-    Case("unknown-dataset", None, lambda w: _run(w, "--suite", "nqq", method="closed-book"),
-         "unknown suite or dataset 'nqq'. Did you mean 'nq'?"),
-    Case("unknown-method", None, lambda w: _run(w, method="clsed-book"), "unknown method 'clsed-book'. Did you mean 'closed-book'?"),
-    Case("unknown-retriever", None, lambda w: _retrieve(w, "--retriever", "bm52"), "unknown retriever 'bm52'. Did you mean 'bm25'?"),
-    Case("unknown-model-alias", None, lambda w: _run(w, "--model", "smollm2-136m", method="closed-book"),
-         "unknown model alias 'smollm2-136m'. Did you mean 'smollm2-135m'"),
-    Case("unknown-dtype", None, lambda w: _run(w, "--dtype", "fp8", method="closed-book"),
-         "unknown dtype 'fp8'; use one of auto, fp32, bf16, fp16"),
-    Case("unknown-metric", None, lambda w: _leaderboard(w, "--metrics", "exact_mach"),
-         "unknown metric 'exact_mach'. Did you mean 'exact_match'"),
-    Case("unknown-plot", None, lambda w: ["plot", "token-sweep", "--results", str(w["results"])],
-         "unknown plot 'token-sweep'. Did you mean 'tokens-sweep'? Valid plots:"),
+    Case(
+        "unknown-dataset",
+        None,
+        lambda w: _run(w, "--suite", "nqq", method="closed-book"),
+        "unknown suite or dataset 'nqq'. Did you mean 'nq'?",
+    ),
+    Case(
+        "unknown-method", None, lambda w: _run(w, method="clsed-book"), "unknown method 'clsed-book'. Did you mean 'closed-book'?"
+    ),
+    Case(
+        "unknown-retriever", None, lambda w: _retrieve(w, "--retriever", "bm52"), "unknown retriever 'bm52'. Did you mean 'bm25'?"
+    ),
+    Case(
+        "unknown-model-alias",
+        None,
+        lambda w: _run(w, "--model", "smollm2-136m", method="closed-book"),
+        "unknown model alias 'smollm2-136m'. Did you mean 'smollm2-135m'",
+    ),
+    Case(
+        "unknown-dtype",
+        None,
+        lambda w: _run(w, "--dtype", "fp8", method="closed-book"),
+        "unknown dtype 'fp8'; use one of auto, fp32, bf16, fp16",
+    ),
+    Case(
+        "unknown-metric",
+        None,
+        lambda w: _leaderboard(w, "--metrics", "exact_mach"),
+        "unknown metric 'exact_mach'. Did you mean 'exact_match'",
+    ),
+    Case(
+        "unknown-plot",
+        None,
+        lambda w: ["plot", "token-sweep", "--results", str(w["results"])],
+        "unknown plot 'token-sweep'. Did you mean 'tokens-sweep'? Valid plots:",
+    ),
     Case("unknown-listing", None, lambda w: ["ls", "dataset"], "unknown listing 'dataset'. Did you mean 'datasets'?"),
-    Case("unknown-preserve-task", None, lambda w: _preserve(w, "--tasks", "mmluu"),
-         "unknown preservation task 'mmluu'. Did you mean 'mmlu'? Valid preservation tasks: boolq, csqa, gsm8k, mmlu."),
-    Case("unknown-output-format", None, lambda w: _leaderboard(w, "--format", "xml"), "unknown format 'xml'. Valid formats: csv, json, md, table."),
-    Case("unknown-generate-dataset", None, lambda w: _generate(w, "--dataset", "nqq"), "unknown dataset 'nqq'. Did you mean 'nq'?"),
+    Case(
+        "unknown-preserve-task",
+        None,
+        lambda w: _preserve(w, "--tasks", "mmluu"),
+        "unknown preservation task 'mmluu'. Did you mean 'mmlu'? Valid preservation tasks: boolq, csqa, gsm8k, mmlu.",
+    ),
+    Case(
+        "unknown-output-format",
+        None,
+        lambda w: _leaderboard(w, "--format", "xml"),
+        "unknown format 'xml'. Valid formats: csv, json, md, table.",
+    ),
+    Case(
+        "unknown-generate-dataset", None, lambda w: _generate(w, "--dataset", "nqq"), "unknown dataset 'nqq'. Did you mean 'nq'?"
+    ),
     Case("unknown-split", None, lambda w: _retrieve(w, "--split", "dev"), "unknown split 'dev'; use eval or train"),
     # --- numbers out of range (k = 0, k > n, ...)
-    Case("passages-zero", None, lambda w: _run(w, "--passages", "0", method="concat"), "--passages values must be integers >= 1 (got '0')"),
-    Case("passages-not-a-number", None, lambda w: _run(w, "--passages", "three", method="concat"),
-         "--passages takes comma-separated integers, e.g. --passages 1,5,50 (got 'three')"),
-    Case("tokens-zero", None, lambda w: _run(w, "--tokens", "0", method="spring"), "--tokens values must be integers >= 1 (got '0')"),
-    Case("tokens-above-n", None, lambda w: _run(w, "--tokens", "60", method="spring"), "spring uses k = 1..n virtual tokens; got k=60 with n=50"),
-    Case("shots-zero", None, lambda w: _run(w, "--shots", "0", method="prompt-fewshot"), "--shots values must be integers >= 1 (got '0')"),
+    Case(
+        "passages-zero",
+        None,
+        lambda w: _run(w, "--passages", "0", method="concat"),
+        "--passages values must be integers >= 1 (got '0')",
+    ),
+    Case(
+        "passages-not-a-number",
+        None,
+        lambda w: _run(w, "--passages", "three", method="concat"),
+        "--passages takes comma-separated integers, e.g. --passages 1,5,50 (got 'three')",
+    ),
+    Case(
+        "tokens-zero",
+        None,
+        lambda w: _run(w, "--tokens", "0", method="spring"),
+        "--tokens values must be integers >= 1 (got '0')",
+    ),
+    Case(
+        "tokens-above-n",
+        None,
+        lambda w: _run(w, "--tokens", "60", method="spring"),
+        "spring uses k = 1..n virtual tokens; got k=60 with n=50",
+    ),
+    Case(
+        "shots-zero",
+        None,
+        lambda w: _run(w, "--shots", "0", method="prompt-fewshot"),
+        "--shots values must be integers >= 1 (got '0')",
+    ),
     Case("generate-k-zero", None, lambda w: _generate(w, "--k", "0"), "--k must be at least 1 (got 0)"),
     # --- --option values
-    Case("retriever-option-not-a-number", None, lambda w: _retrieve(w, "--option", "bm25.k1=abc"),
-         "retriever option k1='abc' is invalid (could not convert string to float: 'abc')"),
-    Case("retriever-option-unknown", None, lambda w: _retrieve(w, "--option", "bm25.kk=1"),
-         "retriever 'bm25' has no option 'kk'; valid options: b, backend, index, k1, method, stemmer, stopwords"),
-    Case("retriever-option-out-of-range", None, lambda w: _retrieve(w, "--option", "bm25.b=2"),
-         "bm25: need k1 >= 0 and 0 <= b <= 1 (got k1=0.9, b=2.0)"),
-    Case("method-option-unknown-value", None, lambda w: _run(w, "--option", "spring.placement=xyz", method="spring"),
-         "unknown placement 'xyz'. Valid placements: rqt, rtq, trq."),
-    Case("method-option-without-value", None, lambda w: _run(w, "--option", "spring.lr", method="spring"),
-         "--option 'spring.lr' must look like METHOD.KEY=VALUE (e.g. spring.lr=0.002)"),
-    Case("method-option-for-a-method-without-options", None, lambda w: _run(w, "--option", "closed-book.x=1", method="closed-book"),
-         "method 'closed-book' takes no options (got x)"),
-    Case("train-an-untrainable-method", None,
-         lambda w: ["train", "--method", "prompt", "--model", _model(), "--data-dir", str(w["data"]), "--results", str(w["results"])],
-         "method 'prompt' has nothing to train; trained methods: spring, lora, spring-plus, prefix"),
+    Case(
+        "retriever-option-not-a-number",
+        None,
+        lambda w: _retrieve(w, "--option", "bm25.k1=abc"),
+        "retriever option k1='abc' is invalid (could not convert string to float: 'abc')",
+    ),
+    Case(
+        "retriever-option-unknown",
+        None,
+        lambda w: _retrieve(w, "--option", "bm25.kk=1"),
+        "retriever 'bm25' has no option 'kk'; valid options: b, backend, index, k1, method, stemmer, stopwords",
+    ),
+    Case(
+        "retriever-option-out-of-range",
+        None,
+        lambda w: _retrieve(w, "--option", "bm25.b=2"),
+        "bm25: need k1 >= 0 and 0 <= b <= 1 (got k1=0.9, b=2.0)",
+    ),
+    Case(
+        "method-option-unknown-value",
+        None,
+        lambda w: _run(w, "--option", "spring.placement=xyz", method="spring"),
+        "unknown placement 'xyz'. Valid placements: rqt, rtq, trq.",
+    ),
+    Case(
+        "method-option-without-value",
+        None,
+        lambda w: _run(w, "--option", "spring.lr", method="spring"),
+        "--option 'spring.lr' must look like METHOD.KEY=VALUE (e.g. spring.lr=0.002)",
+    ),
+    Case(
+        "method-option-for-a-method-without-options",
+        None,
+        lambda w: _run(w, "--option", "closed-book.x=1", method="closed-book"),
+        "method 'closed-book' takes no options (got x)",
+    ),
+    Case(
+        "train-an-untrainable-method",
+        None,
+        lambda w: [
+            "train",
+            "--method",
+            "prompt",
+            "--model",
+            _model(),
+            "--data-dir",
+            str(w["data"]),
+            "--results",
+            str(w["results"]),
+        ],
+        "method 'prompt' has nothing to train; trained methods: spring, lora, spring-plus, prefix",
+    ),
     # --- SPRING checkpoints passed by the user
-    Case("checkpoint-wrong-hidden-size", _torch_file("ckpt.pt", torch.randn(5, 7)), lambda w: _checkpoint_run(w, "ckpt.pt"),
-         "{tmp}/ckpt.pt: virtual tokens have hidden size 7, the backbone has 64; they belong to another model"),
-    Case("checkpoint-wrong-rank", _torch_file("ckpt.pt", torch.randn(2, 5, 64)), lambda w: _checkpoint_run(w, "ckpt.pt"),
-         "{tmp}/ckpt.pt: virtual tokens must be a [n, d] tensor, got shape (2, 5, 64)"),
-    Case("checkpoint-pickle-not-a-tensor", _torch_file("ckpt.pt", {"weights": [1, 2], "step": 3}), lambda w: _checkpoint_run(w, "ckpt.pt"),
-         "{tmp}/ckpt.pt holds a dict, expected one [n, d] tensor"),
-    Case("checkpoint-not-a-pickle", _write("ckpt.pt", b"not a pickle at all"), lambda w: _checkpoint_run(w, "ckpt.pt"),
-         "{tmp}/ckpt.pt is not a tensor file loadable with weights_only=True (UnpicklingError); pass an official *.added_token_embeddings.pt"),
-    Case("checkpoint-missing", None, lambda w: _checkpoint_run(w, "missing.pt"), "SPRING checkpoint {tmp}/missing.pt does not exist; check the path"),
-    Case("checkpoint-truncated-safetensors", _tokens_file("ckpt.safetensors", keep_bytes=-10), lambda w: _checkpoint_run(w, "ckpt.safetensors"),
-         ("checkpoint {tmp}/ckpt.safetensors is damaged (", "file not fully covered); pass an intact checkpoint file")),
-    Case("checkpoint-fewer-tokens-than-k", _torch_file("ckpt.pt", torch.randn(3, 64)), lambda w: _checkpoint_run(w, "ckpt.pt", "--tokens", "5"),
-         "checkpoint ({tmp}/ckpt.pt) has 3 virtual tokens; cannot use k=5: pass --tokens 1..3"),
-    Case("checkpoint-of-another-backbone",
-         _tokens_file("ckpt.safetensors", metadata={"backbone": "other-model", "backbone_weights_hash": "0" * 16}),
-         lambda w: _preserve(w, "--method", "spring", "--checkpoint", str(w["tmp"] / "ckpt.safetensors")),
-         ("{tmp}/ckpt.safetensors was trained on backbone other-model (weights 0000000000000000), not on the loaded one",
-          "; train it for this backbone")),
-    Case("preserve-checkpoint-truncated", _tokens_file("ckpt.safetensors", keep_bytes=100),
-         lambda w: _preserve(w, "--method", "spring", "--checkpoint", str(w["tmp"] / "ckpt.safetensors")),
-         ("checkpoint {tmp}/ckpt.safetensors is damaged (", "); delete it to train it again, or pass an intact file")),
+    Case(
+        "checkpoint-wrong-hidden-size",
+        _torch_file("ckpt.pt", torch.randn(5, 7)),
+        lambda w: _checkpoint_run(w, "ckpt.pt"),
+        "{tmp}/ckpt.pt: virtual tokens have hidden size 7, the backbone has 64; they belong to another model",
+    ),
+    Case(
+        "checkpoint-wrong-rank",
+        _torch_file("ckpt.pt", torch.randn(2, 5, 64)),
+        lambda w: _checkpoint_run(w, "ckpt.pt"),
+        "{tmp}/ckpt.pt: virtual tokens must be a [n, d] tensor, got shape (2, 5, 64)",
+    ),
+    Case(
+        "checkpoint-pickle-not-a-tensor",
+        _torch_file("ckpt.pt", {"weights": [1, 2], "step": 3}),
+        lambda w: _checkpoint_run(w, "ckpt.pt"),
+        "{tmp}/ckpt.pt holds a dict, expected one [n, d] tensor",
+    ),
+    Case(
+        "checkpoint-not-a-pickle",
+        _write("ckpt.pt", b"not a pickle at all"),
+        lambda w: _checkpoint_run(w, "ckpt.pt"),
+        "{tmp}/ckpt.pt is not a tensor file loadable with weights_only=True (UnpicklingError); pass an official *.added_token_embeddings.pt",
+    ),
+    Case(
+        "checkpoint-missing",
+        None,
+        lambda w: _checkpoint_run(w, "missing.pt"),
+        "SPRING checkpoint {tmp}/missing.pt does not exist; check the path",
+    ),
+    Case(
+        "checkpoint-truncated-safetensors",
+        _tokens_file("ckpt.safetensors", keep_bytes=-10),
+        lambda w: _checkpoint_run(w, "ckpt.safetensors"),
+        ("checkpoint {tmp}/ckpt.safetensors is damaged (", "file not fully covered); pass an intact checkpoint file"),
+    ),
+    Case(
+        "checkpoint-fewer-tokens-than-k",
+        _torch_file("ckpt.pt", torch.randn(3, 64)),
+        lambda w: _checkpoint_run(w, "ckpt.pt", "--tokens", "5"),
+        "checkpoint ({tmp}/ckpt.pt) has 3 virtual tokens; cannot use k=5: pass --tokens 1..3",
+    ),
+    Case(
+        "checkpoint-of-another-backbone",
+        _tokens_file("ckpt.safetensors", metadata={"backbone": "other-model", "backbone_weights_hash": "0" * 16}),
+        lambda w: _preserve(w, "--method", "spring", "--checkpoint", str(w["tmp"] / "ckpt.safetensors")),
+        (
+            "{tmp}/ckpt.safetensors was trained on backbone other-model (weights 0000000000000000), not on the loaded one",
+            "; train it for this backbone",
+        ),
+    ),
+    Case(
+        "preserve-checkpoint-truncated",
+        _tokens_file("ckpt.safetensors", keep_bytes=100),
+        lambda w: _preserve(w, "--method", "spring", "--checkpoint", str(w["tmp"] / "ckpt.safetensors")),
+        ("checkpoint {tmp}/ckpt.safetensors is damaged (", "); delete it to train it again, or pass an intact file"),
+    ),
     # --- models and devices
-    Case("model-folder-missing", None, lambda w: _run(w, "--model", str(w["tmp"] / "nomodel"), method="closed-book"),
-         "model folder {tmp}/nomodel does not exist; pass an existing folder, a hub id (owner/name) or an alias"),
-    Case("model-folder-without-config", lambda w: (w["tmp"] / "emptymodel").mkdir(),
-         lambda w: _run(w, "--model", str(w["tmp"] / "emptymodel"), method="closed-book"),
-         "{tmp}/emptymodel is not a model folder: it has no config.json"),
-    Case("generate-unknown-device", None, lambda w: _generate(w, "--device", "tpu"), "--device 'tpu' is not a device; pass cpu, cuda or cuda:N"),
+    Case(
+        "model-folder-missing",
+        None,
+        lambda w: _run(w, "--model", str(w["tmp"] / "nomodel"), method="closed-book"),
+        "model folder {tmp}/nomodel does not exist; pass an existing folder, a hub id (owner/name) or an alias",
+    ),
+    Case(
+        "model-folder-without-config",
+        lambda w: (w["tmp"] / "emptymodel").mkdir(),
+        lambda w: _run(w, "--model", str(w["tmp"] / "emptymodel"), method="closed-book"),
+        "{tmp}/emptymodel is not a model folder: it has no config.json",
+    ),
+    Case(
+        "generate-unknown-device",
+        None,
+        lambda w: _generate(w, "--device", "tpu"),
+        "--device 'tpu' is not a device; pass cpu, cuda or cuda:N",
+    ),
     # --- reading a store
-    Case("plot-on-an-empty-store", None, lambda w: ["plot", "tokens-sweep", "--results", str(w["results"])],
-         "the result store {tmp}/results holds no finished cell; run `harness run` first"),
-    Case("compare-unknown-label", None, lambda w: _leaderboard(w, "--compare", "concatt,closed-book"),
-         "no finished cell of method 'concatt' among the selected cells. Did you mean 'concat'? Methods present: closed-book, concat", store=True),
-    Case("leaderboard-unknown-method-filter", None, lambda w: _leaderboard(w, "--method", "concta"),
-         "--method 'concta': the store has no finished cell of that method. Did you mean 'concat'? In the store: closed-book, concat", store=True),
-    Case("leaderboard-unknown-retriever-filter", None, lambda w: _leaderboard(w, "--retriever", "bm52"),
-         "--retriever 'bm52': the store has no finished cell of that retriever. Did you mean 'bm25'? In the store: bm25, none", store=True),
-    Case("leaderboard-preserve-without-cells", None, lambda w: _leaderboard(w, "--preserve"),
-         "the result store holds no preservation cell; run `harness preserve` first", store=True),
-    Case("plot-missing-cells", None, lambda w: ["plot", "passages", "--suite", "nq", "--results", str(w["results"])],
-         "no Prompt or SPRING cells of nq in the store; run `harness run --suite nq --method prompt,spring --passages 1,3,5,10`", store=True),
+    Case(
+        "plot-on-an-empty-store",
+        None,
+        lambda w: ["plot", "tokens-sweep", "--results", str(w["results"])],
+        "the result store {tmp}/results holds no finished cell; run `harness run` first",
+    ),
+    Case(
+        "compare-unknown-label",
+        None,
+        lambda w: _leaderboard(w, "--compare", "concatt,closed-book"),
+        "no finished cell of method 'concatt' among the selected cells. Did you mean 'concat'? Methods present: closed-book, concat",
+        store=True,
+    ),
+    Case(
+        "leaderboard-unknown-method-filter",
+        None,
+        lambda w: _leaderboard(w, "--method", "concta"),
+        "--method 'concta': the store has no finished cell of that method. Did you mean 'concat'? In the store: closed-book, concat",
+        store=True,
+    ),
+    Case(
+        "leaderboard-unknown-retriever-filter",
+        None,
+        lambda w: _leaderboard(w, "--retriever", "bm52"),
+        "--retriever 'bm52': the store has no finished cell of that retriever. Did you mean 'bm25'? In the store: bm25, none",
+        store=True,
+    ),
+    Case(
+        "leaderboard-preserve-without-cells",
+        None,
+        lambda w: _leaderboard(w, "--preserve"),
+        "the result store holds no preservation cell; run `harness preserve` first",
+        store=True,
+    ),
+    Case(
+        "plot-missing-cells",
+        None,
+        lambda w: ["plot", "passages", "--suite", "nq", "--results", str(w["results"])],
+        "no Prompt or SPRING cells of nq in the store; run `harness run --suite nq --method prompt,spring --passages 1,3,5,10`",
+        store=True,
+    ),
     # --- corrupted store and cache files
-    Case("corrupt-retrieval-run", _damage(RUN_FILE, b'{"id": "nq/test/1", "hits": [["p1", 1.5]\n'), lambda w: _retrieve(w, "--k", "4"),
-         (".k4.jsonl:1: corrupt retrieval run (", "); delete the file to recompute it"), store=True),
-    Case("empty-retrieval-run", _damage(RUN_FILE, b""), lambda w: _retrieve(w, "--k", "4"),
-         (".k4.jsonl: run has no hits for example 'nq/test/1'; delete the file to recompute it"), store=True),
-    Case("corrupt-corpus-store-meta", _damage(CORPUS_STORE + "meta.json", b"{torn"), lambda w: _retrieve(w, "--k", "5"),
-         ("{tmp}/cache/corpora/stores/", "is unreadable (", "); delete it and prepare it again"), store=True),
-    Case("corrupt-corpus-store-sqlite", _damage(CORPUS_STORE + "store.sqlite", keep_bytes=100), lambda w: _retrieve(w, "--k", "5"),
-         "is damaged (database disk image is malformed); delete that folder; the next command prepares the corpus again", store=True),
-    Case("corrupt-bm25-index", _damage(BM25_INDEX + "data.csc.index.npy", keep_bytes=60), lambda w: _retrieve(w, "--k", "5"),
-         ("{tmp}/cache/indexes/bm25-", "is damaged (ValueError: ", "); delete that folder to rebuild it"), store=True),
-    Case("corrupt-bm25-index-meta", _damage(BM25_INDEX + "harness.json", b"{"), lambda w: _retrieve(w, "--k", "5"),
-         ("{tmp}/cache/indexes/bm25-", "is unreadable (", "); delete it to rebuild"), store=True),
+    Case(
+        "corrupt-retrieval-run",
+        _damage(RUN_FILE, b'{"id": "nq/test/1", "hits": [["p1", 1.5]\n'),
+        lambda w: _retrieve(w, "--k", "4"),
+        (".k4.jsonl:1: corrupt retrieval run (", "); delete the file to recompute it"),
+        store=True,
+    ),
+    Case(
+        "empty-retrieval-run",
+        _damage(RUN_FILE, b""),
+        lambda w: _retrieve(w, "--k", "4"),
+        (".k4.jsonl: run has no hits for example 'nq/test/1'; delete the file to recompute it"),
+        store=True,
+    ),
+    Case(
+        "corrupt-corpus-store-meta",
+        _damage(CORPUS_STORE + "meta.json", b"{torn"),
+        lambda w: _retrieve(w, "--k", "5"),
+        ("{tmp}/cache/corpora/stores/", "is unreadable (", "); delete it and prepare it again"),
+        store=True,
+    ),
+    Case(
+        "corrupt-corpus-store-sqlite",
+        _damage(CORPUS_STORE + "store.sqlite", keep_bytes=100),
+        lambda w: _retrieve(w, "--k", "5"),
+        "is damaged (database disk image is malformed); delete that folder; the next command prepares the corpus again",
+        store=True,
+    ),
+    Case(
+        "corrupt-bm25-index",
+        _damage(BM25_INDEX + "data.csc.index.npy", keep_bytes=60),
+        lambda w: _retrieve(w, "--k", "5"),
+        ("{tmp}/cache/indexes/bm25-", "is damaged (ValueError: ", "); delete that folder to rebuild it"),
+        store=True,
+    ),
+    Case(
+        "corrupt-bm25-index-meta",
+        _damage(BM25_INDEX + "harness.json", b"{"),
+        lambda w: _retrieve(w, "--k", "5"),
+        ("{tmp}/cache/indexes/bm25-", "is unreadable (", "); delete it to rebuild"),
+        store=True,
+    ),
 ]
 
 
@@ -437,11 +775,19 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, world, tmp_path,
     [
         pytest.param(lambda w: _run(w, "--limit", "0", method="closed-book"), "--limit", id="run-limit-zero"),
         pytest.param(lambda w: _run(w, "--limit", "-1", method="closed-book"), "--limit", id="run-limit-negative"),
-        pytest.param(lambda w: _run(w, "--max-input-tokens", "8", method="concat"), "--max-input-tokens", id="run-max-input-tokens-below-16"),
+        pytest.param(
+            lambda w: _run(w, "--max-input-tokens", "8", method="concat"),
+            "--max-input-tokens",
+            id="run-max-input-tokens-below-16",
+        ),
         pytest.param(lambda w: _retrieve(w, "--k", "0"), "--k", id="retrieve-k-zero"),
         pytest.param(lambda w: _retrieve(w, "--limit", "-3"), "--limit", id="retrieve-limit-negative"),
         pytest.param(lambda w: _generate(w, "--limit", "-1"), "--limit", id="generate-limit-negative"),
-        pytest.param(lambda w: ["train", "--tokens", "0", "--model", _model(), "--results", str(w["results"])], "--tokens", id="train-tokens-zero"),
+        pytest.param(
+            lambda w: ["train", "--tokens", "0", "--model", _model(), "--results", str(w["results"])],
+            "--tokens",
+            id="train-tokens-zero",
+        ),
         pytest.param(lambda w: _preserve(w, "--limit", "0"), "--limit", id="preserve-limit-zero"),
     ],
 )
@@ -485,10 +831,22 @@ def read_only_folder(tmp_path):
     ("argv", "flag", "inside"),
     [
         pytest.param(lambda w, ro: _run(w, "--results", str(ro), method="closed-book"), "--results", False, id="run"),
-        pytest.param(lambda w, ro: _run(w, "--results", str(ro / "store"), method="closed-book"), "--results", True, id="run-new-subfolder"),
+        pytest.param(
+            lambda w, ro: _run(w, "--results", str(ro / "store"), method="closed-book"), "--results", True, id="run-new-subfolder"
+        ),
         pytest.param(lambda w, ro: _retrieve(w, "--results", str(ro)), "--results", False, id="retrieve"),
-        pytest.param(lambda w, ro: ["train", "--model", _model(), "--data-dir", str(w["data"]), "--results", str(ro)], "--results", False, id="train"),
-        pytest.param(lambda w, ro: ["plot", "tokens-sweep", "--results", str(w["results"]), "--out", str(ro / "plots")], "--out", True, id="plot-out"),
+        pytest.param(
+            lambda w, ro: ["train", "--model", _model(), "--data-dir", str(w["data"]), "--results", str(ro)],
+            "--results",
+            False,
+            id="train",
+        ),
+        pytest.param(
+            lambda w, ro: ["plot", "tokens-sweep", "--results", str(w["results"]), "--out", str(ro / "plots")],
+            "--out",
+            True,
+            id="plot-out",
+        ),
     ],
 )
 def test_a_read_only_results_folder(argv, flag, inside, read_only_folder, world, tmp_path, capsys):
@@ -551,7 +909,9 @@ def _run_file_and_index(w) -> tuple[str, Path]:
     results = w["tmp"] / f"results-{len(list(w['tmp'].glob('results-*')))}"
     assert main(_retrieve(w, "--k", "3", "--results", str(results))) == 0
     (run_file,) = results.rglob("q*.k3.jsonl")
-    (index,) = [p for p in (Path(os.environ["HARNESS_CACHE_DIR"]) / "indexes").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    (index,) = [
+        p for p in (Path(os.environ["HARNESS_CACHE_DIR"]) / "indexes").iterdir() if p.is_dir() and not p.name.startswith(".")
+    ]
     return run_file.read_text(), index
 
 

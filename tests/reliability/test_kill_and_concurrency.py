@@ -26,12 +26,42 @@ SPRING = ("spring.n=3", "spring.examples=4", "spring.batch_size=2", "spring.dev_
 
 
 def _argv(world, results: Path, command: str = "run") -> list[str]:
-    common = ["--model", str(tiny_model_dir()), "--data-dir", str(world["data"]), "--corpus", str(world["corpus"]),
-              "--results", str(results), *(flag for option in SPRING for flag in ("--option", option))]
+    common = [
+        "--model",
+        str(tiny_model_dir()),
+        "--data-dir",
+        str(world["data"]),
+        "--corpus",
+        str(world["corpus"]),
+        "--results",
+        str(results),
+        *(flag for option in SPRING for flag in ("--option", option)),
+    ]
     if command == "train":
         return [sys.executable, "-m", "harness.cli", "train", "--method", "spring", "--tokens", "3", *common]
-    return [sys.executable, "-m", "harness.cli", "run", "--suite", "nq", "--method", "prompt,spring", "--tokens", "1,3",
-            "--reference", "", "--dtype", "fp32", "--passages", "2", "--batch-size", "2", "--max-new-tokens", "6", *common]
+    return [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        "--suite",
+        "nq",
+        "--method",
+        "prompt,spring",
+        "--tokens",
+        "1,3",
+        "--reference",
+        "",
+        "--dtype",
+        "fp32",
+        "--passages",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "6",
+        *common,
+    ]
 
 
 def _env(cache: Path) -> dict[str, str]:
@@ -93,8 +123,13 @@ def _store_contents(results: Path) -> dict[str, object]:
 
 
 def _verified(results: Path, env) -> None:
-    done = subprocess.run([sys.executable, "-m", "harness.cli", "store", "verify", "--results", str(results)],
-                          env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "store", "verify", "--results", str(results)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0 and "every one whole" in done.stdout, done.stdout
 
 
@@ -127,6 +162,7 @@ def _listing(folder: Path) -> object:
 def _killed_after_changes(argv, env, watched: list[Path], changes: int) -> str:
     """Start ``argv``; SIGKILL it right after the ``changes``-th change on disk under ``watched`` (a file created,
     grown or renamed: an index build, a retrieval run, a training record or tensor, a partial cell, rows, a publish)."""
+
     def listing() -> object:
         return [_listing(folder) for folder in watched]
 
@@ -147,7 +183,10 @@ def _killed_after_changes(argv, env, watched: list[Path], changes: int) -> str:
 def test_runs_killed_ten_times_at_random_points_end_in_the_uninterrupted_store(world, uninterrupted, tmp_path):
     reference, _ = uninterrupted
     expected = _store_contents(reference)
-    assert sum(name.endswith(".safetensors") for name in expected) == 1 and sum(len(v) == 3 for v in expected.values() if isinstance(v, tuple)) == 3
+    assert (
+        sum(name.endswith(".safetensors") for name in expected) == 1
+        and sum(len(v) == 3 for v in expected.values() if isinstance(v, tuple)) == 3
+    )
 
     rng = random.Random(16)
     kills, series = 0, 0
@@ -176,7 +215,7 @@ def test_train_killed_at_random_points_never_leaves_a_checkpoint_that_looks_fini
     (expected,) = [v for k, v in _store_contents(reference).items() if k.endswith(".safetensors")]
     killed = tmp_path / "killed"
     rng = random.Random(7)
-    for attempt in range(5):
+    for _attempt in range(5):
         _killed_at(_argv(world, killed, "train"), env, rng.uniform(1.0, duration))
         for tensor in (killed / "checkpoints").glob("spring-*.safetensors") if (killed / "checkpoints").is_dir() else ():
             # A tensor is only ever published whole, after its record: anything there is a finished training.
@@ -190,7 +229,10 @@ def test_train_killed_at_random_points_never_leaves_a_checkpoint_that_looks_fini
 def test_two_runs_at_once_on_one_store_compute_each_cell_once(world, uninterrupted, tmp_path):
     reference, _ = uninterrupted
     shared, env = tmp_path / "shared", _env(tmp_path / "cache-shared")
-    processes = [subprocess.Popen(_argv(world, shared), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    processes = [
+        subprocess.Popen(_argv(world, shared), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outputs = [process.communicate(timeout=300) for process in processes]
     assert [process.returncode for process in processes] == [0, 0], [err[-2000:] for _, err in outputs]
     assert _store_contents(shared) == _store_contents(reference)

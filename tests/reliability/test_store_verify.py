@@ -97,7 +97,7 @@ def test_each_damage_is_found_repaired_and_recomputed(store, world, capsys, dama
     damage(_prompt_cell(store))
     code, out = _verify(store, capsys)
     flat = " ".join(out.split())
-    assert code == 1 and f"checked 2 cells, 0 checkpoints, 1 retrieval runs: 1 problem(s); `harness store verify --repair`" in flat
+    assert code == 1 and "checked 2 cells, 0 checkpoints, 1 retrieval runs: 1 problem(s); `harness store verify --repair`" in flat
     assert kind in flat and " ".join(detail.split()) in flat
     code, out = _verify(store, capsys, "--repair")
     assert code == 1 and "1 problem(s), 1 set aside" in out
@@ -128,8 +128,16 @@ def test_leftovers_partials_checkpoints_and_retrieval_runs(store, capsys):
     code, out = _verify(store, capsys)
     flat = " ".join(out.split())
     assert code == 1 and "checked 2 cells, 2 checkpoints, 1 retrieval runs: 5 problem(s)" in flat
-    for expected in ("orphaned", ".metrics.json.tmp", "incomplete", "an interrupted cell (1 rows written); the next",
-                     "spring-bbbbbbbbbbbbbbbbbbbb.safetensors", "unreadable", ".lora-cccc-x1y2", f"line 6: corrupt retrieval run"):
+    for expected in (
+        "orphaned",
+        ".metrics.json.tmp",
+        "incomplete",
+        "an interrupted cell (1 rows written); the next",
+        "spring-bbbbbbbbbbbbbbbbbbbb.safetensors",
+        "unreadable",
+        ".lora-cccc-x1y2",
+        "line 6: corrupt retrieval run",
+    ):
         assert expected in flat, expected
     assert "spring-aaaaaaaaaaaaaaaaaaaa" not in flat
     code, out = _verify(store, capsys, "--repair")
