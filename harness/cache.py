@@ -92,7 +92,7 @@ def atomic_write(path: PathLike, data: str | bytes | Callable[[IO[Any]], Any], *
             if callable(data):
                 data(handle)
             else:
-                handle.write(data)
+                handle.write(data)  # type: ignore[arg-type]  # bytes go to the binary handle, text to the text one
 
     return publish(path, write)  # which fsyncs the file before moving it into place
 

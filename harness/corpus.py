@@ -73,7 +73,7 @@ def clean(text: str) -> str:
 def _open_binary(path: Path) -> IO[bytes]:
     if not path.is_file():
         raise HarnessError(f"corpus file {path} does not exist; pass an existing passage file")
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # type: ignore[return-value]  # GzipFile is an IO[bytes]
 
 
 def _format_of(path: Path) -> str:

@@ -193,7 +193,7 @@ def summarize(name: str, data_dir: str | Path | None = None) -> DatasetSummary:
         if task.has_train_pool() and not task.held_out:
             n_train = len(_load(name, "train", root, "auto"))
     except HarnessError as error:
-        source, problem = "unavailable", str(error)
+        source, problem = "unavailable", str(error)  # type: ignore[assignment]  # the summary's third source value
     return DatasetSummary(
         name=name,
         title=task.title,

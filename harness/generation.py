@@ -134,7 +134,8 @@ class HFBackend:
 
     def context_length(self) -> int:
         config = self.model.config
-        return int(getattr(config, "max_position_embeddings", None) or getattr(self.tokenizer, "model_max_length", 2048))
+        length = getattr(config, "max_position_embeddings", None) or getattr(self.tokenizer, "model_max_length", 2048)
+        return int(length or 2048)
 
     def max_input_tokens(self, config: DecodingConfig) -> int:
         return config.max_input_tokens or self.context_length() - config.max_new_tokens
@@ -286,7 +287,7 @@ class HFBackend:
             cut = fit_input if config.max_input_tokens else truncate  # an explicit cut: equal passage text
             inputs = [cut(segments, limit) for segments in inputs]
         if reuse_prefix:
-            return self._generate_grouped(inputs, config)
+            return self._generate_grouped([list(s) for s in inputs], config)
         lengths = [input_length(s) + (int(prefix.lengths[i]) if prefix is not None else 0) for i, s in enumerate(inputs)]
         order = sorted(range(len(inputs)), key=lambda i: -lengths[i])  # longest first: padding stays small
         results: list[Generation | None] = [None] * len(inputs)
@@ -320,7 +321,7 @@ class HFBackend:
             members.sort(key=lambda i: -input_length(split[i][1]))
             for start in range(0, len(members), config.batch_size):
                 batch = members[start : start + config.batch_size]
-                rows = [row_of[keys[i]] - begin for i in batch]
+                rows = [row_of[keys[i]] - begin for i in batch]  # type: ignore[index]  # members' keys are set
                 generations = self.generate([split[i][1] for i in batch], config, prefix=cache.select(rows))
                 for i, generation in zip(batch, generations, strict=True):
                     results[i] = generation

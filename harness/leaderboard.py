@@ -9,8 +9,9 @@ every average); ``display_table`` is what the CLI draws; ``compare`` gives paire
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ from harness.suites import SUITES
 LABEL_PARAMETERS = ("tokens", "fixed_k", "placement", "impl", "shots")
 
 
-def method_label(method: dict) -> str:
+def method_label(method: Mapping[str, Any]) -> str:
     """``{"name": "spring", "tokens": 5, "fixed_k": True}`` -> ``spring[tokens=5,fixed_k]`` (flags by name)."""
     from harness.plugins import METHODS
 
@@ -270,7 +271,7 @@ def display_table(board: Leaderboard, value_format: str = "{:.1f}") -> pd.DataFr
         for row in table.index:
             value = table.loc[row, (method, metric)]
             text = "-" if pd.isna(value) else value_format.format(value)
-            if board.ci_low is not None and pd.notna(value):
+            if board.ci_low is not None and board.ci_high is not None and pd.notna(value):
                 low, high = board.ci_low.loc[row, (method, metric)], board.ci_high.loc[row, (method, metric)]
                 if pd.notna(low) and pd.notna(high):
                     text += f" [{value_format.format(low)}, {value_format.format(high)}]"
@@ -295,7 +296,7 @@ def render(board: Leaderboard, fmt: str) -> str:
         flat["n"], flat["n max"] = board.n["min"], board.n["max"]
     for method, metric in board.table.columns:
         flat[f"{method} {metric}"] = board.table[(method, metric)]
-        if board.ci_low is not None:
+        if board.ci_low is not None and board.ci_high is not None:
             flat[f"{method} {metric} lo"] = board.ci_low[(method, metric)]
             flat[f"{method} {metric} hi"] = board.ci_high[(method, metric)]
     if fmt == "csv":

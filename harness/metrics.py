@@ -97,7 +97,7 @@ METRICS: dict[str, Callable[[str, Sequence[str]], float]] = {
     "accuracy": accuracy,
     "regex_match": regex_match,
 }
-METRIC_DESCRIPTIONS: dict[str, str] = {name: fn.__doc__ for name, fn in METRICS.items()}
+METRIC_DESCRIPTIONS: dict[str, str] = {name: fn.__doc__ or "" for name, fn in METRICS.items()}
 METRIC_LABELS: dict[str, str] = {"exact_match": "EM", "f1": "F1", "accuracy": "Acc", "regex_match": "Regex"}
 
 

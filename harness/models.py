@@ -178,7 +178,7 @@ def load_model(
     except ValueError as error:  # e.g. an architecture that needs remote code
         hint = "" if trust_remote_code else " (if it needs its own code and you trust it: --trust-remote-code)"
         raise HarnessError(f"cannot load model from {folder}: {str(error).splitlines()[0]}{hint}") from error
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]  # transformers' typed wrapper of .to takes a device string too
     model.requires_grad_(False)  # the backbone is always frozen; trainable parts live in the methods
     head = model.get_output_embeddings()
     if head is not None:
@@ -218,13 +218,13 @@ def _quiet_transformers() -> Iterator[None]:
     # The GGUF reader calls tqdm directly (not through the switch above): hand it a pass-through.
     gguf_utils = sys.modules.get("transformers.modeling_gguf_pytorch_utils")
     original = getattr(gguf_utils, "tqdm", None)
-    if original is not None:
-        gguf_utils.tqdm = lambda iterable, *args, **kwargs: iterable
+    if gguf_utils is not None and original is not None:
+        gguf_utils.tqdm = lambda iterable, *args, **kwargs: iterable  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        if original is not None:
-            gguf_utils.tqdm = original
+        if gguf_utils is not None and original is not None:
+            gguf_utils.tqdm = original  # type: ignore[attr-defined]
         if was_enabled:
             hf_logging.enable_progress_bar()
 
@@ -304,7 +304,7 @@ def smollm2_gguf() -> Path:
     ggufs = sorted(f for f in distribution.files or () if str(f).endswith(".gguf"))
     if not ggufs:
         raise HarnessError(f"the installed {SMOLLM2_WHEEL} wheel holds no .gguf file; reinstall it")
-    return Path(distribution.locate_file(ggufs[0])).resolve()
+    return Path(str(distribution.locate_file(ggufs[0]))).resolve()
 
 
 def smollm2_folder() -> Path:

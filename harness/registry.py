@@ -51,7 +51,7 @@ class Registry(Generic[T]):
         return target
 
     def _ensure_loaded(self) -> None:
-        if not self._loaded:
+        if not self._loaded and self._plugin_package is not None:
             self._loaded = True
             importlib.import_module(self._plugin_package)  # its __init__ calls register()
 

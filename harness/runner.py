@@ -83,7 +83,7 @@ class RunContext:
         self.model_name, self.max_passages = config.model, max(config.passages)
         self.progress: Any = None  # the run's rich Progress, when it has one (training adds its bar to it)
         self._retrievers: dict[tuple[str, str], Any] = {}
-        self._runs: dict[tuple[str, str, str], Any] = {}
+        self._runs: dict[tuple[str, str, str, str], Any] = {}
         self._artifacts: dict[Any, Any] = {}
         self._corpus_ready = False
 
@@ -415,12 +415,16 @@ def run(config: RunConfig, context: RunContext | None = None, progress: Any = No
     overall = progress.add_task("cells", total=len(todo))
     done = 0
     for group in groups.values():
-        tasks = {}
+        tasks: dict[str, Any] = {}
         for cell in group:
             done += 1
             label = f"cell {done}/{len(todo)} {cell.spec.dataset} {method_label(cell.spec.method)} {cell.retriever} m={cell.spec.passages}"
             tasks[cell.key] = progress.add_task(label, total=len(cell.examples))
-        records = compute_cells(group, context, on_batch=lambda cell, n, tasks=tasks: progress.advance(tasks[cell.key], n))
+
+        def advance(cell: Cell, n: int, tasks: dict[str, Any] = tasks) -> None:
+            progress.advance(tasks[cell.key], n)
+
+        records = compute_cells(group, context, on_batch=advance)
         computed += sum(record is not None for record in records)
         for cell in group:
             progress.update(tasks[cell.key], completed=len(cell.examples))

@@ -139,9 +139,9 @@ def build_segments(
     for kind, value in template.pieces(question):
         if kind == PASSAGES:
             body.extend(passage_segments(tokenizer, passages))
-        elif kind == VIRTUAL:
+        elif kind == VIRTUAL and virtual is not None:  # the template check above makes it present
             body.append(virtual)
-        elif kind == SHOTS:
+        elif kind == SHOTS and shots is not None:
             body.extend(shots)
         else:
             body.append(TokenSegment(tokenize(tokenizer, value), TEXT))
@@ -183,20 +183,18 @@ def truncate(segments: Sequence[Segment], max_tokens: int) -> list[Segment]:
     """
     segments = list(segments)
     excess = budget_length(segments) - max_tokens
-    cut_order = sorted(
-        (i for i, s in enumerate(segments) if isinstance(s, TokenSegment) and s.truncatable),
-        key=lambda i: (-segments[i].cut_priority, -i),
-    )
+    tokens = {i: s for i, s in enumerate(segments) if isinstance(s, TokenSegment) and s.truncatable}
+    cut_order = sorted(tokens, key=lambda i: (-tokens[i].cut_priority, -i))
     for index in cut_order:
         if excess <= 0:
             break
-        segment = segments[index]
+        segment = tokens[index]
         keep = max(len(segment) - excess, 0)
         excess -= len(segment) - keep
         if not keep and index + 1 < len(segments) and segments[index + 1].role in _BLOCK_ENDS:
             excess -= len(segments[index + 1])  # an emptied block goes with its closing blank line
         segments[index] = TokenSegment(segment.ids[:keep], segment.role, truncatable=True, cut_priority=segment.cut_priority)
-    emptied = {i for i in cut_order if not segments[i].ids}
+    emptied = {i for i in cut_order if not len(segments[i])}
     segments = [s for i, s in enumerate(segments) if i not in emptied and not (s.role in _BLOCK_ENDS and i - 1 in emptied)]
     if excess > 0:
         raise HarnessError(

@@ -298,15 +298,16 @@ class Store:
         The locks are taken in key order, whatever order the caller lists the cells in, so two runs that share
         cells cannot each hold one the other waits for. A cell listed twice gets ``None`` the second time.
         """
-        expected = {spec.key(): ids for spec, ids in zip(specs, expected_ids or [None] * len(specs), strict=True)}
+        per_spec: Sequence[Sequence[str] | None] = expected_ids or [None] * len(specs)
+        expected = {spec.key(): ids for spec, ids in zip(specs, per_spec, strict=True)}
         with ExitStack() as stack:
             writers: dict[str, CellWriter | None] = {}
             for spec in sorted(specs, key=lambda s: s.key()):
                 if spec.key() not in writers:
                     writers[spec.key()] = stack.enter_context(self.writing(spec, provenance, force, expected[spec.key()]))
-            seen: set[str] = set()
             # A cell listed twice gets its writer once (a second writer on the same file would duplicate rows).
-            yield [None if spec.key() in seen or seen.add(spec.key()) else writers[spec.key()] for spec in specs]
+            firsts = {spec.key(): index for index, spec in reversed(list(enumerate(specs)))}
+            yield [writers[spec.key()] if firsts[spec.key()] == index else None for index, spec in enumerate(specs)]
 
     def _prepare_partial(
         self, partial: Path, spec: CellSpec, provenance: Mapping[str, Any], expected_ids: Sequence[str] | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ class Example:
 
     id: str
     question: str
-    golds: tuple[str, ...]
+    golds: Sequence[str]  # stored as a tuple (__post_init__); files give lists
     metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:

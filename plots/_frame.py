@@ -20,6 +20,7 @@ import re
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -243,7 +244,7 @@ def average_points(
     rows = {}
     for label, cells in points.items():
         used = cells.set_index("dataset").loc[common]
-        row = {"n_min": int(used["n"].min()), "n_max": int(used["n"].max())}
+        row: dict[str, float] = {"n_min": int(used["n"].min()), "n_max": int(used["n"].max())}
         for metric in metrics:
             if metric not in used.columns or used[metric].isna().any():
                 row[metric] = row[f"{metric}_low"] = row[f"{metric}_high"] = np.nan
@@ -313,7 +314,7 @@ def finish(fig: Figure, title: str, text: str, model: str, legend_from=None, axi
     Margins are sized in inches to the wrapped caption; ``axis_room`` is the room for the x tick labels and label.
     The backbone drawn is kept as ``fig.harness_model`` (the CLI names the files after it).
     """
-    fig.harness_model = model
+    fig.harness_model = model  # type: ignore[attr-defined]  # an attribute of ours on matplotlib's Figure
     chars = max(40, int(fig.get_figwidth() * 15.5))
     wrapped = "\n".join(textwrap.fill(line, chars, subsequent_indent="  ") for line in text.split("\n"))
     n_lines = wrapped.count("\n") + 1
@@ -361,7 +362,7 @@ def color(label: str, index: int = 0) -> str:
     return COLORS.get(label, FALLBACK_COLORS[index % len(FALLBACK_COLORS)])
 
 
-def spring_label(tokens: object) -> str:
+def spring_label(tokens: Any) -> str:
     return f"SPRING k={int(tokens)}" if tokens is not None and not pd.isna(tokens) else "SPRING"
 
 

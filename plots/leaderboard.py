@@ -41,7 +41,7 @@ def _column_order(picked: pd.DataFrame) -> list[str]:
         )
         for label, row in first.iterrows()
     }
-    return sorted(key, key=key.get)
+    return sorted(key, key=lambda label: key[label])
 
 
 def leaderboard_heatmap(
@@ -60,6 +60,7 @@ def leaderboard_heatmap(
     cells = restrict(cells, model=model, retriever=retriever, passages=passages)
     resolve_model(cells, model, f"cells of {suite} at these settings", hint)
     setting = choose(cells, ("retriever", "passages"))
+    assert setting is not None  # resolve_model refused an empty selection
     chosen = restrict(cells, retriever=setting[0], passages=setting[1])
     picked = select(chosen, datasets, model=model)
     board = leaderboard(picked, datasets, [metric])

@@ -7,6 +7,8 @@ first metric (x100) with its bootstrap interval; the number above a bar is its d
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -46,7 +48,7 @@ def _variant_key(name: str) -> tuple:
     return (rank.get(name, 3 if name.startswith("SPRING plugged") else 4), name)
 
 
-def _group(task: str, shots: object) -> str:
+def _group(task: str, shots: Any) -> str:
     short = task.removeprefix("harness_")
     return short if shots is None or pd.isna(shots) else f"{short}\n{int(shots)}-shot"
 

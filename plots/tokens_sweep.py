@@ -65,6 +65,7 @@ def tokens_sweep(
     sweep = restrict(trained, retriever=setting[0], passages=setting[1]) if setting else trained
     if sweep["tokens"].nunique() < 2:
         raise HarnessError(f"no SPRING cells with several token counts for {suite}/{model}; run `{hint}`")
+    assert setting is not None  # else `trained` was empty and the check above raised
     r, m = setting
     fixed = restrict(spring_all[spring_all["fixed_k"]], retriever=r, passages=m)
     prompt = restrict(cells[cells["method_name"] == PROMPT], model=model, retriever=r, passages=m)

@@ -313,7 +313,11 @@ def encode_corpus(retriever: DenseRetriever, directory: Path) -> None:
                 )
                 progress.advance(task, len(texts))
             chunk = np.concatenate(vectors)
-            cache.atomic_write(chunk_path[i], lambda handle, chunk=chunk: np.save(handle, chunk), binary=True)
+
+            def save_chunk(handle: Any, chunk: np.ndarray = chunk) -> None:
+                np.save(handle, chunk)
+
+            cache.atomic_write(chunk_path[i], save_chunk, binary=True)
     dim = np.load(chunk_path[0], mmap_mode="r").shape[1]
 
     def assemble(tmp: Path) -> None:

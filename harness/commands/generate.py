@@ -79,9 +79,11 @@ def generate_answers(
         _check_device(device)
     # Validate names before any heavy work; chat_template is passed only when asked (prompt-chat always uses it).
     method_object = METHODS.get(method)(**({"chat_template": True} if chat_template else {}))
-    context = RetrieverContext(dataset=dataset, data_dir=data_dir, **({"corpus": corpus} if corpus else {}))
+    from harness.corpus import DEFAULT_CORPUS
+
+    context = RetrieverContext(dataset=dataset, data_dir=data_dir, corpus=corpus or DEFAULT_CORPUS)
     retriever_object = make_retriever(retriever, context)
-    examples = load_examples(dataset, split, data_dir=data_dir, limit=limit)
+    examples = load_examples(dataset, split, data_dir=data_dir, limit=limit)  # type: ignore[arg-type]  # it refuses other splits
 
     started = time.perf_counter()
     loaded = load_model(model, dtype=dtype, trust_remote_code=trust_remote_code, device=device)
@@ -102,7 +104,7 @@ def generate_answers(
     rows = tuple(
         Row(
             e.question,
-            e.golds,
+            tuple(e.golds),
             g.prediction,
             exact_match(g.prediction, e.golds),
             f1(g.prediction, e.golds),

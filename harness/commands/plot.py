@@ -59,7 +59,8 @@ def plot_command(
         figure = render(
             name, frame, suite=suite, model=model, method=method, retriever=retriever, passages=passages, tokens=tokens
         )
-        paths = save(figure, folder, output_stem(name, figure.harness_model, "lm-eval" if name == "preservation" else suite))
+        drawn = figure.harness_model  # type: ignore[attr-defined]  # set by plots._frame.finish
+        paths = save(figure, folder, output_stem(name, drawn, "lm-eval" if name == "preservation" else suite))
     for path in paths:
         print(path)
 

@@ -69,7 +69,7 @@ def retrieve(
             if split == "train" and (task.held_out or not task.has_train_pool()):
                 reason = "a held-out dataset" if task.held_out else "a dataset without a training pool"
                 raise NotApplicable(f"{dataset} is {reason}: it has no train split")
-            examples = load_examples(dataset, split, data_dir=data_dir, limit=limit)
+            examples = load_examples(dataset, split, data_dir=data_dir, limit=limit)  # type: ignore[arg-type]  # checked above
         except (NotAvailableOffline, NotApplicable) as error:
             if explicit_only:
                 raise

@@ -86,6 +86,7 @@ class Prefix(Spring):
 
     def __init__(self, tokens: int = 50, **options: Any) -> None:
         super().__init__(tokens, **options)
+        self.options: PrefixOptions
         self.impl = self.options.impl
 
     def params(self) -> dict[str, Any]:

@@ -91,7 +91,7 @@ class Spring(Method):
         self.checkpoint = self.options.checkpoint
         if not 1 <= self.tokens <= self.n:
             raise HarnessError(f"{self.name} uses k = 1..n virtual tokens; got k={self.tokens} with n={self.n}")
-        self.template = PLACEMENTS[self.placement]
+        self.template = PLACEMENTS[self.placement]  # type: ignore[misc]  # the placement picks this instance's template
         self.weights: torch.Tensor | None = None  # (n, d) once prepared
         self.checkpoint_hash: str | None = None
 
@@ -127,7 +127,14 @@ class Spring(Method):
 
     @classmethod
     def preserve_model(
-        cls, loaded: Any, store: Any, *, checkpoint: str | None = None, plugged: bool | None = None, tokens: int | None = None
+        cls,
+        loaded: Any,
+        store: Any,
+        *,
+        checkpoint: str | None = None,
+        plugged: bool | None = None,
+        tokens: int | None = None,
+        **_: Any,
     ) -> tuple[Any, dict, Any]:
         """SPRING for lm-eval: the base model, plus its trained tokens when ``plugged``."""
         from safetensors import safe_open
@@ -182,9 +189,10 @@ def virtual_tokens(
     """
     if method.checkpoint:  # an official release or an exported checkpoint: nothing to train
         hidden = hidden_size(context)
+        checkpoint = method.checkpoint
         weights = context.artifact(
-            ("official", method.checkpoint),
-            lambda: import_official(method.checkpoint, hidden_size=hidden, weights_hash=context.model_spec["weights_hash"]),
+            ("official", checkpoint),
+            lambda: import_official(checkpoint, hidden_size=hidden, weights_hash=context.model_spec["weights_hash"]),
         )
         if weights.shape[0] != method.n:
             method.n = int(weights.shape[0])

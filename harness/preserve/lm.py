@@ -58,7 +58,7 @@ class PluggedHFLM(HFLM):
         self.question_of = question_of
         self.split_fallbacks = 0
         self._gen_questions: dict[str, str] | None = None
-        self.virtual_tokens = None
+        self.virtual_tokens: torch.Tensor | None = None
         if virtual_tokens is not None:
             embedding = self.model.get_input_embeddings()
             if virtual_tokens.ndim != 2 or virtual_tokens.shape[1] != embedding.weight.shape[1]:
@@ -68,6 +68,12 @@ class PluggedHFLM(HFLM):
     @property
     def plugged(self) -> bool:
         return self.virtual_tokens is not None
+
+    def _tokens(self) -> torch.Tensor:
+        """The plugged virtual tokens (only called on the plugged path)."""
+        if self.virtual_tokens is None:
+            raise RuntimeError("PluggedHFLM has no virtual tokens: it runs unplugged")
+        return self.virtual_tokens
 
     def bind_tasks(self, tasks: Mapping[str, Any]) -> None:
         """Find each request's question through its lm-eval task object (``task.doc_to_text(doc)``)."""
@@ -90,7 +96,7 @@ class PluggedHFLM(HFLM):
         start = text.rfind(question.rstrip())
         if start < 0:
             raise ValueError(f"the question text does not occur in the context: {question[:80]!r}")
-        slots = [VIRTUAL_TOKEN_ID] * len(self.virtual_tokens)
+        slots = [VIRTUAL_TOKEN_ID] * len(self._tokens())
         n = self._boundary(text, text_enc, start)
         if n is not None:
             return text_enc[:n] + slots + text_enc[n:]
@@ -120,7 +126,7 @@ class PluggedHFLM(HFLM):
         if drop <= 0:
             return tokens
         start = tokens.index(VIRTUAL_TOKEN_ID)
-        k = len(self.virtual_tokens)
+        k = len(self._tokens())
         before, after = tokens[:start], tokens[start + k :]
         cut = min(drop, len(before))
         if drop - cut >= len(after):
@@ -132,12 +138,12 @@ class PluggedHFLM(HFLM):
         slots = input_ids == VIRTUAL_TOKEN_ID
         embeds = self.model.get_input_embeddings()(input_ids.masked_fill(slots, 0))
         counts = slots.sum(dim=1)
-        k = len(self.virtual_tokens)
+        k = len(self._tokens())
         if bool(((counts != 0) & (counts != k)).any()):
             raise ValueError("the context was truncated into the virtual tokens; it exceeds max_length")
         rows = int((counts > 0).sum())
         if rows:
-            embeds[slots] = self.virtual_tokens.repeat(rows, 1)
+            embeds[slots] = self._tokens().repeat(rows, 1)
         return embeds
 
     # ---- loglikelihood ---------------------------------------------------------------------------------

@@ -133,18 +133,18 @@ def parse_shots(text: str | None, tasks: Sequence[str]) -> dict[str, tuple[int, 
             for part in text.split(";"):
                 if not part.strip():
                     continue
-                name, _, values = part.partition("=")
+                name, _, listed = part.partition("=")
                 name = TASK_ALIASES.get(name.strip().lower(), name.strip().lower())
                 if name not in PRESERVE_TASKS:
                     raise _unknown("preservation task", name, PRESERVE_TASKS)
                 if name not in shots:
                     raise HarnessError(f"--shots names {name!r}, which is not in --tasks ({', '.join(tasks)})")
-                shots[name] = _int_list(values)
+                shots[name] = _int_list(listed)
         else:
-            values = _int_list(text)
-            shots = {t: values for t in tasks}
-    for name, values in shots.items():
-        for value in values:
+            every = _int_list(text)
+            shots = {t: every for t in tasks}
+    for name, counts in shots.items():
+        for value in counts:
             if not 0 <= value <= PRESERVE_TASKS[name].max_shots:
                 raise HarnessError(f"{name} takes 0-{PRESERVE_TASKS[name].max_shots} shots (its few-shot pool), not {value}")
     return shots
