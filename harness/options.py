@@ -54,13 +54,14 @@ def _base_type(hint: Any) -> type:
     return hint if hint in (int, float, bool, str) else str
 
 
-def parse_method_options(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """``--option NAME.KEY=VALUE`` strings as ``("NAME.KEY", "VALUE")`` pairs (checked here, once)."""
+def parse_options(items: Sequence[str], shape: str = "METHOD.KEY=VALUE (e.g. spring.lr=0.002)") -> tuple[tuple[str, str], ...]:
+    """``--option NAME.KEY=VALUE`` strings as ``("NAME.KEY", "VALUE")`` pairs (checked here, once); ``shape`` is
+    the form the error message shows (``harness retrieve`` takes only retrievers' options)."""
     pairs = []
     for item in items:
         key, equals, value = item.partition("=")
         if not equals:
-            raise HarnessError(f"--option {item!r} must look like METHOD.KEY=VALUE (e.g. spring.lr=0.002)")
+            raise HarnessError(f"--option {item!r} must look like {shape}")
         pairs.append((key, value))
     split_options(pairs)  # rejects a KEY without NAME
     return tuple(pairs)
@@ -87,6 +88,11 @@ def check_targets(pairs: Sequence[tuple[str, str]], methods: Sequence[str], retr
     names = [*dict.fromkeys([*methods, *retrievers])]
     for target, key, value in split_options(pairs):
         if target not in names:
+            if not methods:  # `harness retrieve`: retrievers only
+                raise HarnessError(
+                    f"--option {target}.{key}={value}: {target!r} is no retriever of this run.{did_you_mean(target, names)} "
+                    f"Retrievers: {', '.join(retrievers)}; add it to --retriever or drop the option."
+                )
             raise HarnessError(
                 f"--option {target}.{key}={value}: {target!r} is no method or retriever of this run.{did_you_mean(target, names)} "
                 f"Methods: {', '.join(methods) or 'none'}; retrievers: {', '.join(retrievers) or 'none'}; "
@@ -150,7 +156,7 @@ __all__ = [
     "option",
     "option_fields",
     "options_for",
-    "parse_method_options",
+    "parse_options",
     "split_options",
     "typed_value",
 ]

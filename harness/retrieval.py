@@ -96,19 +96,6 @@ class RetrieverContext:
                 )
 
 
-def parse_options(pairs: Sequence[str], retriever: str) -> tuple[tuple[str, str], ...]:
-    """The options for ``retriever`` from ``NAME.KEY=VALUE`` strings (other retrievers' options are skipped)."""
-    found: list[tuple[str, str]] = []
-    for pair in pairs:
-        target, dot, rest = pair.partition(".")
-        key, equals, value = rest.partition("=")
-        if not dot or not equals or not key:
-            raise HarnessError(f"option {pair!r} must look like RETRIEVER.KEY=VALUE (e.g. minilm.faiss=HNSW32)")
-        if target == retriever:
-            found.append((key, value))
-    return tuple(found)
-
-
 def make_retriever(name: str, context: RetrieverContext | None = None) -> Retriever:
     """Build the registered retriever ``name`` (unknown names get a did-you-mean error)."""
     factory = RETRIEVERS.get(name)

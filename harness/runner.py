@@ -22,7 +22,7 @@ from harness.corpus import DEFAULT_CORPUS
 from harness.datasets import load_examples
 from harness.errors import HarnessError
 from harness.metrics import METRICS, SCORER_VERSION
-from harness.options import check_targets, declared_values, option_fields, options_for, parse_method_options, typed_value
+from harness.options import check_targets, declared_values, option_fields, options_for, parse_options, typed_value
 from harness.plugins import DATASETS, METHODS
 from harness.spec import CellSpec, example_ids_hash, examples_hash
 from harness.store import CellRecord, Store
@@ -441,7 +441,7 @@ __all__ = [
     "compute_cell",
     "check_options",
     "compute_cells",
-    "parse_method_options",
+    "parse_options",
     "plan",
     "run",
     "select_examples",

@@ -331,7 +331,13 @@ def test_cli_retrieve_suite_skips_unavailable_and_caches(tmp_path, capsys, real_
         == 2
     )
     assert main(["retrieve", "--suite", "nq", "--retriever", "none", "-o", "bm25.k1=2", "--results", str(tmp_path / "res")]) == 2
-    assert "is for a retriever not in --retriever" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: --option bm25.k1=2: 'bm25' is no retriever of this run. Retrievers: none; add it to --retriever or drop the option."
+    )
+    assert main(["retrieve", "--suite", "nq", "--retriever", "bm25", "-o", "bm2.k1=2", "--results", str(tmp_path / "res")]) == 2
+    assert "'bm2' is no retriever of this run. Did you mean 'bm25'?" in capsys.readouterr().err
+    assert main(["retrieve", "--suite", "nq", "--retriever", "bm25", "-o", "bm25.k1", "--results", str(tmp_path / "res")]) == 2
+    assert "--option 'bm25.k1' must look like RETRIEVER.KEY=VALUE (e.g. minilm.faiss=HNSW32)" in capsys.readouterr().err
     assert main(["retrieve", "--suite", "nq", "--retriever", "bm52", "--results", str(tmp_path / "res")]) == 2
     assert "Did you mean 'bm25'" in capsys.readouterr().err
 

@@ -229,9 +229,9 @@ def test_lora_and_spring_plus_train_through_the_same_loop(world):
 
 
 def test_method_options_are_checked_once_for_run_and_train(capsys):
-    from harness.runner import parse_method_options
+    from harness.runner import parse_options
 
-    assert parse_method_options(["spring.lr=0.01", "lora.r=16"]) == (("spring.lr", "0.01"), ("lora.r", "16"))
+    assert parse_options(["spring.lr=0.01", "lora.r=16"]) == (("spring.lr", "0.01"), ("lora.r", "16"))
     assert main(["run", "--suite", "nq", "--option", "spring.lr"]) == 2
     assert "--option 'spring.lr' must look like METHOD.KEY=VALUE" in capsys.readouterr().err
     assert main(["train", "--option", "lr=0.01"]) == 2

@@ -31,6 +31,7 @@ def retrieve(
     """Retrieve top-k passages for every question of the suite (cached) and print recall@k per dataset."""
     from harness.datasets import get_task, load_examples
     from harness.errors import HarnessError, NotAvailableOffline
+    from harness.options import check_targets, options_for, parse_options
     from harness.paths import results_dir, writable_folder
     from harness.plugins import RETRIEVERS
     from harness.retrieval import (
@@ -38,7 +39,6 @@ def retrieve(
         RetrieverContext,
         get_run,
         make_retriever,
-        parse_options,
     )
     from harness.suites import SUITES, resolve_suite
 
@@ -49,10 +49,9 @@ def retrieve(
         raise HarnessError("--retriever needs at least one retriever name")
     for name in names:
         RETRIEVERS.check(name)
-    options = {name: parse_options(option, name) for name in names}
-    for pair in option:
-        if pair.partition(".")[0] not in names:
-            raise HarnessError(f"option {pair!r} is for a retriever not in --retriever ({', '.join(names)})")
+    pairs = parse_options(option, shape="RETRIEVER.KEY=VALUE (e.g. minilm.faiss=HNSW32)")
+    check_targets(pairs, (), names)
+    options = {name: options_for(pairs, name) for name in names}
     datasets = resolve_suite(suite)
     parts = [part.strip() for part in suite.split(",") if part.strip()]
     explicit_only = all(part not in SUITES for part in parts)

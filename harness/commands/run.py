@@ -65,7 +65,7 @@ def run_command(
     from harness.leaderboard import cells_frame
     from harness.paths import writable_folder
     from harness.plugins import METHODS, RETRIEVERS
-    from harness.runner import CPU_MAX_INPUT_TOKENS, RunConfig, RunContext, parse_method_options, run
+    from harness.runner import CPU_MAX_INPUT_TOKENS, RunConfig, RunContext, parse_options, run
     from harness.suites import SUITES, resolve_suite
 
     if limit is not None and full:
@@ -114,7 +114,7 @@ def run_command(
         corpus=corpus,
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
-        method_options=parse_method_options(option),
+        method_options=parse_options(option),
         max_input_tokens=max_input_tokens,
         cpu_budget=cpu_budget,
         skip_unavailable=any(p in SUITES for p in parts),

@@ -31,7 +31,7 @@ def train_command(
 
     from harness.paths import writable_folder
     from harness.plugins import METHODS, RETRIEVERS
-    from harness.runner import RunConfig, RunContext, check_options, method_instances, parse_method_options
+    from harness.runner import RunConfig, RunContext, check_options, method_instances, parse_options
 
     writable_folder(results, "--results")
     cls = METHODS.get(method)
@@ -39,7 +39,7 @@ def train_command(
         trained = ", ".join(name for name in METHODS.names() if METHODS.get(name).trained)
         raise HarnessError(f"method {method!r} has nothing to train; trained methods: {trained}")
     RETRIEVERS.check(retriever)
-    pairs = list(parse_method_options(option))
+    pairs = list(parse_options(option))
     for key, value in (("examples", examples), ("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
         if value is not None:
             pairs.append((f"{method}.{key}", str(value)))
