@@ -41,11 +41,50 @@ def method_label(method: Mapping[str, Any]) -> str:
     return f"{name}[{','.join(shown)}]" if shown else name
 
 
+def _sweep_of(method: dict[str, Any]) -> tuple[str, bool | None]:
+    """``(label without the swept flag, whether the cell is at the headline value)`` of a method spec.
+
+    SPRING's cells at k=1, 5, 50 form one family ``spring`` whose headline is k=50 (``Method.sweep_default``);
+    ``None`` for a method that sweeps nothing (or is not registered here)."""
+    from harness.plugins import METHODS
+
+    name = method.get("name")
+    if name not in METHODS.names():
+        return method_label(method), None
+    cls = METHODS.get(name)
+    if not cls.sweep or method.get(cls.sweep) is None:
+        return method_label(method), None
+    family = method_label({k: v for k, v in method.items() if k != cls.sweep})
+    return family, method[cls.sweep] == cls.sweep_default
+
+
+def headline_variants(picked: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The cells a leaderboard shows by default, and a note naming what it leaves out.
+
+    Of a sweep (``spring[tokens=1]``, ``[tokens=5]``, ``[tokens=50]``), the headline value stands for the method;
+    the other values are left to `harness plot tokens-sweep` (``--all-variants`` shows them). A family with no
+    cell at its headline value is shown whole, so nothing the store holds disappears without a headline."""
+    if picked.empty or "family" not in picked:
+        return picked, ""
+    setting = ["family", "retriever", "passages", "model"]
+    has_headline = picked.groupby(setting, dropna=False)["headline"].transform(lambda values: bool((values == True).any()))  # noqa: E712
+    hidden = has_headline & (picked["headline"] == False)  # noqa: E712 - the column holds True/False/None
+    if not hidden.any():
+        return picked, ""
+    labels = _ordered(picked.loc[hidden, "method"])
+    families = set(picked.loc[hidden, "family"])
+    headlines = _ordered(picked.loc[picked["family"].isin(families) & (picked["headline"] == True), "method"])  # noqa: E712
+    plot = " (`harness plot tokens-sweep` draws them)" if any("tokens=" in label for label in labels) else ""
+    note = f"also in the store, not shown: {', '.join(labels)}{plot}; the table shows {', '.join(headlines)}; --all-variants lists every value"
+    return picked[~hidden].reset_index(drop=True), note
+
+
 def cells_frame(store: Store) -> pd.DataFrame:
     """One row per complete cell: identity columns plus ``<metric>``, ``<metric>_low``, ``<metric>_high``."""
     rows = []
     for cell in store.cells():
         spec = cell.spec
+        family, swept = _sweep_of(dict(spec.method))
         row = {
             "key": cell.key,
             "dataset": spec.dataset,
@@ -54,6 +93,8 @@ def cells_frame(store: Store) -> pd.DataFrame:
             "example_ids_hash": spec.example_ids_hash,
             "held_out": spec.dataset in SUITES["heldout"],
             "method": method_label(dict(spec.method)),
+            "family": family,
+            "headline": swept,
             "retriever": spec.retriever.get("name") or spec.retriever.get("retriever", "?"),
             "passages": spec.passages,
             "model": spec.model.get("model") or spec.model.get("id", "?"),

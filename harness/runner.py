@@ -205,9 +205,9 @@ def method_instances(name: str, config: RunConfig) -> list[Any]:
     cls = METHODS.get(name)
     options = constructor_values(name, config)
     if cls.sweep == "tokens":
-        return [cls(tokens=k, **options) for k in config.tokens or (cls.sweep_default,)]
+        return [cls(tokens=k, **options) for k in config.tokens or cls.default_sweep(config.cpu_budget)]
     if cls.sweep == "shots":
-        return [cls(shots=n, **options) for n in config.shots or (cls.sweep_default,)]
+        return [cls(shots=n, **options) for n in config.shots or cls.default_sweep(config.cpu_budget)]
     return [cls(**options)]
 
 

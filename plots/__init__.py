@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 
 from harness.errors import HarnessError
 from harness.registry import unknown_name
-from plots._frame import RUN_COMMANDS, load_frame, plot_frame, run_command
+from plots._frame import RUN_COMMANDS, load_frame, plot_frame, run_command, stored_suite
 from plots.leaderboard import leaderboard_heatmap
 from plots.passages import passages
 from plots.placement import placement
@@ -52,6 +52,7 @@ __all__ = [
     "render",
     "run_command",
     "save",
+    "stored_suite",
     "training_curves",
     "training_frame",
     "training_stem",

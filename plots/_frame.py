@@ -152,6 +152,24 @@ def lm_eval_cells(frame: pd.DataFrame) -> pd.DataFrame:
     return frame if frame.empty else frame[frame["harness"] == LM_EVAL]
 
 
+def stored_suite(frame: pd.DataFrame) -> str:
+    """The suite a plot averages over when none is named: what the store's QA cells cover.
+
+    The smallest registered suite that holds every dataset with QA cells, when those cells cover at least half
+    of it (the main job's 11 datasets -> ``qa12``, a qa9 run -> ``qa9``); else those datasets themselves,
+    comma-separated (a run on ``nq`` alone -> ``nq``)."""
+    from harness.suites import SUITES
+
+    stored = set(frame.loc[frame["harness"] != LM_EVAL, "dataset"]) if not frame.empty else set()
+    if not stored:
+        raise HarnessError("the result store holds no QA cell; run `harness run --suite qa12 --method spring,lora` first")
+    holding = sorted((len(members), name) for name, members in SUITES.items() if stored <= set(members))
+    if holding and 2 * len(stored) >= holding[0][0]:
+        return holding[0][1]
+    order = [name for members in SUITES.values() for name in members]
+    return ",".join(sorted(stored, key=lambda d: (order.index(d) if d in order else len(order), d)))
+
+
 def resolve_model(cells: pd.DataFrame, model: str | None, what: str, hint: str) -> str:
     """The one backbone to draw: ``model`` if it has cells, the only one present, else a one-line error."""
     present = sorted(cells["model"].unique()) if not cells.empty else []

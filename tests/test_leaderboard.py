@@ -128,3 +128,34 @@ def test_cli_method_labels_keep_commas_inside_brackets():
         "prefix[tokens=50,placement=trq]",
         "spring[tokens=5]",
     ]
+
+
+def test_a_sweep_shows_its_headline_value_and_names_the_rest(store, tmp_path):
+    from harness.leaderboard import headline_variants
+
+    for k in (1, 5):
+        _write(store, "nq", {"name": "spring", "tokens": k}, [(0, 0), (0, 0), (0, 0), (1, 1)])
+    _write(store, "nq", {"name": "spring", "tokens": 5, "placement": "trq"}, [(1, 1)])  # a family without k=50
+    picked = select(cells_frame(store), ["nq", "popqa"])
+    shown, note = headline_variants(picked)
+    assert sorted(shown["method"].unique()) == ["prompt", "spring[tokens=5,placement=trq]", "spring[tokens=50]"]
+    assert note == (
+        "also in the store, not shown: spring[tokens=1], spring[tokens=5] (`harness plot tokens-sweep` draws them); "
+        "the table shows spring[tokens=50]; --all-variants lists every value"
+    )
+    # The headline's numbers are the ones the full table has: collapsing drops columns, never changes a value.
+    full = leaderboard(picked, ["nq", "popqa"], ["exact_match"]).table
+    headline = leaderboard(shown, ["nq", "popqa"], ["exact_match"]).table
+    assert headline.loc["nq", ("spring[tokens=50]", "EM")] == full.loc["nq", ("spring[tokens=50]", "EM")] == 75.0
+    assert headline_variants(picked[picked["method"] == "prompt"])[1] == ""  # nothing swept: nothing to say
+
+
+def test_leaderboard_command_collapses_sweeps_unless_asked(store, capsys):
+    for k in (1, 5):
+        _write(store, "nq", {"name": "spring", "tokens": k}, [(0, 0), (0, 0), (0, 0), (1, 1)])
+    assert main(["leaderboard", "--results", str(store.root), "--suite", "nq", "--format", "csv"]) == 0
+    assert "tokens=5]" not in capsys.readouterr().out
+    assert main(["leaderboard", "--results", str(store.root), "--suite", "nq", "--format", "csv", "--all-variants"]) == 0
+    assert "spring[tokens=5]" in capsys.readouterr().out
+    assert main(["leaderboard", "--results", str(store.root), "--suite", "nq", "--format", "md"]) == 0
+    assert "also in the store, not shown: spring[tokens=1], spring[tokens=5]" in capsys.readouterr().out

@@ -251,3 +251,21 @@ def test_averages_use_only_datasets_every_point_has(tmp_path):
     assert "Prompt baseline omitted" in text or "baseline omitted" in text
     nq = plot_frame(store).query("dataset == 'nq'").sort_values("tokens")
     np.testing.assert_allclose(_line(fig.axes[0], "SPRING").get_ydata(), 100 * nq["exact_match"].to_numpy())
+
+
+def test_the_default_suite_is_what_the_store_covers():
+    import pandas as pd
+
+    from harness.suites import SUITES
+    from plots import stored_suite
+
+    def frame(datasets, harness="qa"):
+        return pd.DataFrame({"dataset": list(datasets), "harness": harness})
+
+    main_job = [d for d in SUITES["qa12"] if d != "msmarco"]  # the 11 datasets the main job has offline
+    assert stored_suite(frame(main_job)) == "qa12"
+    assert stored_suite(frame(SUITES["qa9"])) == "qa9"
+    assert stored_suite(frame(["popqa", "nq"])) == "nq,popqa"  # too few of any suite: the datasets themselves
+    assert stored_suite(pd.concat([frame(["nq"]), frame(["mmlu"], harness="lm-eval")])) == "nq"
+    with pytest.raises(HarnessError, match="holds no QA cell"):
+        stored_suite(frame(["mmlu"], harness="lm-eval"))

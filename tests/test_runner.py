@@ -327,3 +327,19 @@ def test_one_retrieval_run_at_the_largest_m_serves_every_m(world):
     assert sorted(cell.spec.passages for cell in cells) == [1, 2]
     runs = sorted(p.name.split(".")[1] for p in (world["results"] / "retrieval").rglob("q*.jsonl") if "/eval/" in str(p))
     assert runs == ["k2"]  # m=1 read the first passage of the k=2 run instead of retrieving again
+
+
+def test_spring_sweeps_a_few_token_counts_by_default(world):
+    from harness.methods.prefix import Prefix
+    from harness.methods.prompt_fewshot import PromptFewshot
+    from harness.methods.spring import Spring
+    from harness.runner import method_instances
+
+    assert Spring.default_sweep(cpu_budget=True) == (1, 5, 50)
+    assert Spring.default_sweep(cpu_budget=False) == (1, 2, 5, 10, 20, 50)  # the paper's Fig. 3 (--full, a GPU)
+    assert Prefix.default_sweep(True) == Prefix.default_sweep(False) == (50,)  # a model per k: the headline only
+    assert PromptFewshot.default_sweep(True) == (3,)
+    cpu = [m.tokens for m in method_instances("spring", _config(world, methods=("spring",), cpu_budget=True))]
+    assert cpu == [1, 5, 50]
+    asked = _config(world, methods=("spring",), cpu_budget=True, tokens=(2,))
+    assert [m.tokens for m in method_instances("spring", asked)] == [2]

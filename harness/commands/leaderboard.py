@@ -42,6 +42,9 @@ def leaderboard_command(
     fmt: str = typer.Option("table", "--format", help="table, md, csv or json"),
     compare: str | None = typer.Option(None, "--compare", help="A,B: paired bootstrap CI of B - A"),
     all_models: bool = typer.Option(False, "--all-models", help="allow several backbones in one table"),
+    all_variants: bool = typer.Option(
+        False, "--all-variants", help="every value of a sweep (spring[tokens=1], ...), not only the headline one"
+    ),
     preserve: bool = typer.Option(False, "--preserve", help="the preservation table (task x method, vs base)"),
     results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
 ) -> None:
@@ -49,6 +52,7 @@ def leaderboard_command(
     from harness.leaderboard import (
         cells_frame,
         comparison_display,
+        headline_variants,
         leaderboard,
         render,
         select,
@@ -92,6 +96,9 @@ def leaderboard_command(
         methods=_labels(method) if method else None,
         all_models=all_models,
     )
+    variants_note = ""
+    if not all_variants and not method and not compare:  # labels named with --method or --compare are used as asked
+        picked, variants_note = headline_variants(picked)
     out = console()
     if compare:
         parts = _labels(compare)
@@ -108,6 +115,8 @@ def leaderboard_command(
         return
     if fmt == "table":
         print_leaderboard(out, picked, datasets, metric_names, store)
+        if variants_note:
+            out.print(variants_note, markup=False, highlight=False, soft_wrap=True, style="dim")
         return
     board = leaderboard(picked, datasets, metric_names, store=store)
     print(render(board, fmt), end="")
@@ -116,6 +125,8 @@ def leaderboard_command(
         verdicts = verdict_lines(store, picked, metric="exact_match" if "exact_match" in metric_names else metric_names[0])
         if verdicts:
             print("".join(f"\n{line}" for line in verdicts))
+        if variants_note:
+            print(f"\n{variants_note}")
 
 
 def register(app: typer.Typer) -> None:

@@ -75,7 +75,10 @@ def _methods_table() -> Table:
         options = [f"{f.name}={f.default}" for f in option_fields(cls.Options).values()]
         summary = (cls.__doc__ or "").strip().splitlines()[0].replace("``", "")
         template = cls().template.name  # the instance's: prefix sets its placement's template
-        sweeps = f"--{cls.sweep}" if cls.sweep else ""
+        sweeps = ""
+        if cls.sweep:
+            cpu, full = (",".join(map(str, cls.default_sweep(budget))) for budget in (True, False))
+            sweeps = f"--{cls.sweep} (default {cpu}" + (f"; --full {full}" if full != cpu else "") + ")"
         table.add_row(
             name, summary, template, "yes" if cls.trained else "", sweeps, "yes" if cls.preserves else "", ", ".join(options)
         )

@@ -17,7 +17,9 @@ DEFAULT_SUITE = "qa9"
 def plot_command(
     name: str = typer.Argument(..., help="tokens-sweep, retrievers, passages, placement, preservation, leaderboard or training"),
     suite: str | None = typer.Option(
-        None, "--suite", help="suite(s) or dataset(s) averaged over, comma-separated (default: qa9)"
+        None,
+        "--suite",
+        help="suite(s) or dataset(s) averaged over, comma-separated (default: the smallest suite holding the store's datasets)",
     ),
     model: str | None = typer.Option(
         None, "--model", help="backbone id (needed when the store holds several; training: filter, default all)"
@@ -39,7 +41,7 @@ def plot_command(
     if name not in PLOT_NAMES:
         raise unknown_name("plot", name, PLOT_NAMES)
     from harness.paths import store_folder, writable_folder
-    from plots import TRAINING, load_frame, output_stem, render, save
+    from plots import TRAINING, load_frame, output_stem, render, save, stored_suite
 
     store_folder(results)
     folder = writable_folder(out if out is not None else Path(results) / "plots", "--out")
@@ -54,8 +56,11 @@ def plot_command(
         figure = training_curves(frame, method=method, model=model)
         paths = save(figure, folder, training_stem(frame, method, model))
     else:
-        suite = suite or DEFAULT_SUITE
         frame = load_frame(results)
+        if suite is None and name != "preservation":  # the preservation plot averages no QA suite
+            suite = stored_suite(frame)
+            print(f"suite {suite} (the datasets the store's cells cover; --suite to choose)", file=sys.stderr)
+        suite = suite or DEFAULT_SUITE
         figure = render(
             name, frame, suite=suite, model=model, method=method, retriever=retriever, passages=passages, tokens=tokens
         )

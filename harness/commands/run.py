@@ -62,7 +62,7 @@ def run_command(
     """Evaluate methods over a suite, with a retriever and m passages; resumable and cached in the store."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from harness.leaderboard import cells_frame
+    from harness.leaderboard import cells_frame, headline_variants
     from harness.paths import writable_folder
     from harness.plugins import METHODS, RETRIEVERS
     from harness.runner import CPU_MAX_INPUT_TOKENS, RunConfig, RunContext, parse_options, run
@@ -137,6 +137,9 @@ def run_command(
         raise HarnessError("nothing to run: every dataset of the suite was skipped")
     frame = cells_frame(context.store)
     frame = frame[frame["key"].isin({cell.key for cell in cells})]
+    variants_note = ""
+    if config.tokens is None and config.shots is None:  # values the user asked for are all shown
+        frame, variants_note = headline_variants(frame)
     datasets = [d for d in config.datasets if d in set(frame["dataset"])]
     if sample is not None:
         limit_note = f"CPU default: {sample.describe()} (seed {seed}; --limit N or --full to change)"
@@ -156,6 +159,8 @@ def run_command(
             if name in methods
         )
     print_leaderboard(out, frame, datasets, ["exact_match", "f1"], context.store, config.methods, limit_note)
+    if variants_note:
+        out.print(variants_note, markup=False, highlight=False, soft_wrap=True, style="dim")
 
 
 def register(app: typer.Typer) -> None:

@@ -68,7 +68,11 @@ class Method(ABC):
     trained: ClassVar[bool] = False  # has weights that prepare() trains or loads (takes TrainingConfig options too)
     # A swept flag: one instance per value of --tokens (keyword ``tokens``) or --shots (``shots``).
     sweep: ClassVar[str | None] = None
-    sweep_default: ClassVar[int | None] = None
+    sweep_default: ClassVar[int | None] = None  # the headline value: the one a leaderboard shows
+    # The values a run evaluates when the flag is not given: under the CPU budget, and otherwise (``--full``, a
+    # GPU). Empty: the headline value alone.
+    sweep_values_cpu: ClassVar[tuple[int, ...]] = ()
+    sweep_values_full: ClassVar[tuple[int, ...]] = ()
     preserves: ClassVar[bool] = False  # preserve_model() gives an lm-eval model (`harness preserve --method`)
     label_defaults: ClassVar[dict[str, Any]] = {}  # parameter values a leaderboard label leaves out
 
@@ -82,6 +86,14 @@ class Method(ABC):
     def spec(self) -> dict[str, Any]:
         """Canonical identity for result keys: method, exact template (name, version, hash) and parameters."""
         return {"method": self.name, "template": self.template.spec(), "params": self.params()}
+
+    @classmethod
+    def default_sweep(cls, cpu_budget: bool) -> tuple[int, ...]:
+        """The values of the swept flag a run evaluates when the user gives none (headline value included)."""
+        values = cls.sweep_values_cpu if cpu_budget else cls.sweep_values_full
+        if cls.sweep_default is None:
+            return values
+        return values if cls.sweep_default in values else (*values, cls.sweep_default)
 
     # ---- hooks the engine calls; the defaults do nothing ------------------------------------------------------
 

@@ -82,6 +82,8 @@ class Prefix(Spring):
     name = "prefix"
     Options = PrefixOptions
     preserves = False
+    # Trained for one fixed k by default (a model per k), so without --tokens it evaluates the headline k only.
+    sweep_values_cpu = sweep_values_full = ()
     label_defaults = {"placement": "trq", "fixed_k": True, "impl": "spring"}
 
     def __init__(self, tokens: int = 50, **options: Any) -> None:

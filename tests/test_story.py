@@ -1,0 +1,45 @@
+"""The README's story, its three commands in sequence on the tiny world: run, then preserve, then plot.
+
+`harness run` trains SPRING and evaluates it at the CPU default's token counts (1, 5, 50) with the references;
+`harness preserve` finds the checkpoint that run trained; `harness plot tokens-sweep`, with no --suite, draws the
+sweep of what the store holds.
+"""
+
+from __future__ import annotations
+
+from tiny_model import tiny_model_dir
+
+from harness.cli import main
+from harness.leaderboard import cells_frame
+from harness.store import Store
+
+TINY_TRAINING = ["spring.examples=2", "spring.batch_size=2", "spring.dev_examples=0", "spring.eval_every=0"]
+
+
+def test_run_then_preserve_then_plot(world, real_data_dir, capsys):
+    model, results = str(tiny_model_dir()), str(world["results"])
+    common = ["--model", model, "--dtype", "fp32", "--results", results, "--data-dir", str(world["data"])]
+    options = [flag for option in TINY_TRAINING for flag in ("--option", option)]
+    run = ["run", "--suite", "nq", "--method", "spring", "--corpus", str(world["corpus"]), "--limit", "3"]
+    assert main([*run, "--max-new-tokens", "4", *options, *common]) == 0
+    out = capsys.readouterr().out
+    labels = set(cells_frame(Store(world["results"]))["method"])
+    assert {"spring[tokens=1]", "spring[tokens=5]", "spring[tokens=50]", "prompt"} <= labels
+    # The leaderboard shows SPRING's headline k and says where the other k went.
+    tables, note = " ".join(out.split()).split("also in the store, not shown: ")
+    assert "tokens=50]" in tables and "tokens=5]" not in tables and "tokens=1]" not in tables
+    assert note.startswith("spring[tokens=1], spring[tokens=5] (`harness plot tokens-sweep` draws them)")
+
+    (world["data"] / "boolq").mkdir()
+    (world["data"] / "boolq" / "boolq.jsonl").symlink_to(real_data_dir / "boolq" / "boolq.jsonl")
+    assert main(["preserve", "--tasks", "boolq", "--method", "base,spring", "--limit", "2", *common]) == 0
+    out = capsys.readouterr().out
+    assert "boolq 0-shot" in out and "spring (plugged, k=50)" in " ".join(out.split())
+
+    assert main(["plot", "tokens-sweep", "--results", results]) == 0
+    captured = capsys.readouterr()
+    assert "suite nq (the datasets the store's cells cover" in captured.err
+    png, svg = (line for line in captured.out.splitlines() if line.strip())
+    assert png.endswith("-nq.png") and svg.endswith("-nq.svg")
+    with open(png, "rb") as figure:
+        assert figure.read(8) == b"\x89PNG\r\n\x1a\n"
