@@ -33,6 +33,12 @@ MEASURED_VARIANCE = 0.101
 # 6.5 minutes of training, evaluating its 5 method columns on the 11 offline datasets costs ~24 s per question
 # per dataset, so the rule's 23 would take ~16 minutes.
 CPU_AFFORDABLE_PER_DATASET = 20
+# `harness preserve`: the variance of the per-document accuracy difference (method - base) on one task, the largest
+# of LoRA's and plugged SPRING's over MMLU 0/5-shot and BoolQ after the main job (see PRESERVE_CPU_AFFORDABLE).
+PRESERVE_MEASURED_VARIANCE = 0.2
+# Documents per task that `harness preserve --tasks mmlu,boolq` affords in 15 minutes on 2 cores for base, LoRA and
+# SPRING unplugged and plugged (3 cells each: MMLU 0- and 5-shot, BoolQ 0-shot).
+PRESERVE_CPU_AFFORDABLE = 200
 
 
 @dataclass(frozen=True)
@@ -43,15 +49,19 @@ class SampleSize:
     n_for_target: int  # what the power rule asks for
     half_width: float  # the expected CI half-width at n (EM, 0..1)
     datasets: int
+    # How the header names them: the main job's questions, or `harness preserve`'s documents per task.
+    per: str = "per dataset"
+    metric: str = "EM"
+    scope: str = "on the in-domain average"
 
     def describe(self) -> str:
         if self.n >= self.n_for_target:
             return (
-                f"{self.n} per dataset: the power rule's n for a +-{100 * TARGET_HALF_WIDTH:.0f} EM CI half-width "
-                f"on the in-domain average ({self.datasets} datasets)"
+                f"{self.n} {self.per}: the power rule's n for a +-{100 * TARGET_HALF_WIDTH:.0f} {self.metric} CI "
+                f"half-width {self.scope}" + (f" ({self.datasets} datasets)" if self.datasets > 1 else "")
             )
         return (
-            f"{self.n} per dataset (expected CI half-width +-{100 * self.half_width:.1f} EM on the in-domain average; "
+            f"{self.n} {self.per} (expected CI half-width +-{100 * self.half_width:.1f} {self.metric} {self.scope}; "
             f"+-{100 * TARGET_HALF_WIDTH:.0f} needs {self.n_for_target}, beyond the 15-minute CPU budget: --limit "
             f"{self.n_for_target})"
         )
@@ -79,6 +89,25 @@ def cpu_sample_size(
     return SampleSize(n=n, n_for_target=needed, half_width=expected_half_width(variance, n, datasets), datasets=datasets)
 
 
+def preserve_sample_size(variance: float | None = None, affordable: int | None = None) -> SampleSize:
+    """`harness preserve`'s CPU default: documents per task for a +-5 point CI on a method's accuracy difference
+    to base (each task on its own, so D = 1), capped by what 15 minutes afford for base, LoRA and SPRING
+    (defaults: :data:`PRESERVE_MEASURED_VARIANCE`, :data:`PRESERVE_CPU_AFFORDABLE`)."""
+    variance = PRESERVE_MEASURED_VARIANCE if variance is None else variance
+    affordable = PRESERVE_CPU_AFFORDABLE if affordable is None else affordable
+    needed = questions_needed(variance, 1)
+    n = min(needed, affordable)
+    return SampleSize(
+        n=n,
+        n_for_target=needed,
+        half_width=expected_half_width(variance, n, 1),
+        datasets=1,
+        per="documents per task",
+        metric="acc",
+        scope="on a method's difference to base",
+    )
+
+
 def difference_variance(differences: Sequence[Sequence[float]]) -> float:
     """Pooled variance of per-question paired differences, one sequence per dataset (each its own mean)."""
     pooled = [np.asarray(d, dtype=np.float64) for d in differences if len(d) > 1]
@@ -90,10 +119,13 @@ def difference_variance(differences: Sequence[Sequence[float]]) -> float:
 __all__ = [
     "CPU_AFFORDABLE_PER_DATASET",
     "MEASURED_VARIANCE",
+    "PRESERVE_CPU_AFFORDABLE",
+    "PRESERVE_MEASURED_VARIANCE",
     "TARGET_HALF_WIDTH",
     "SampleSize",
     "cpu_sample_size",
     "difference_variance",
     "expected_half_width",
+    "preserve_sample_size",
     "questions_needed",
 ]

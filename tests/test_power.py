@@ -47,6 +47,20 @@ def test_cpu_sample_size_caps_at_the_affordable_and_says_so():
     assert met.n == 55 and "the power rule's n" in met.describe()
 
 
+def test_preserve_sample_is_per_task_with_its_half_width():
+    from harness.power import preserve_sample_size
+
+    # D = 1: n = ceil(1.96^2 * 0.25 / 0.05^2) = 385 documents for +-5 points on one task's difference.
+    capped = preserve_sample_size(variance=0.25, affordable=200)
+    assert (capped.n, capped.n_for_target) == (200, 385)
+    assert round(100 * capped.half_width, 1) == 6.9
+    assert capped.describe() == (
+        "200 documents per task (expected CI half-width +-6.9 acc on a method's difference to base; +-5 needs 385, "
+        "beyond the 15-minute CPU budget: --limit 385)"
+    )
+    assert preserve_sample_size(variance=0.05, affordable=200).n == 77
+
+
 def test_the_resolved_dtype_is_part_of_every_cell_key(world, monkeypatch):
     keys = {}
     for native in (False, True):

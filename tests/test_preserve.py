@@ -337,3 +337,76 @@ def test_cli_command_runs_base_and_prints_the_table(loaded, small_data, tmp_path
         ],
     )
     assert isinstance(failing.exception, HarnessError) and "run `harness run --method lora` first" in str(failing.exception)
+
+
+def _preservation_cell(store: Store, method: dict, accs: list[int]) -> None:
+    """A synthetic BoolQ 0-shot cell of ``method`` with these per-document accuracies."""
+    from harness.spec import CellSpec, example_ids_hash
+
+    ids = [f"harness_boolq/{i}" for i in range(len(accs))]
+    spec = CellSpec(
+        dataset="harness_boolq",
+        split="validation",
+        example_ids_hash=example_ids_hash(ids),
+        examples_hash="docs",
+        n_examples=len(ids),
+        retriever={"name": "none"},
+        passages=0,
+        model={"id": "tiny", "weights_hash": "w", "dtype": "fp32"},
+        method=method,
+        template_hash="t",
+        decoding={"harness": "lm-eval", "num_fewshot": 0, "fewshot_sampler": "first_n", "source": "local"},
+        scorer_version="lm-eval/x",
+        metrics=("acc",),
+    )
+    with store.writing(spec, {"created": "2026-12-07T00:00:00"}) as writer:
+        writer.append([{"id": i, "metrics": {"acc": float(a)}} for i, a in zip(ids, accs)])
+        store.finish(spec, ids)
+
+
+def test_the_table_gives_each_score_and_each_difference_to_base_its_ci(tmp_path, capsys):
+    from harness.commands.preserve import print_preservation
+    from harness.metrics import bootstrap_ci
+
+    store = Store(tmp_path)
+    base = [1, 0, 1, 0, 1, 1, 0, 0]
+    _preservation_cell(store, {"name": "base"}, base)
+    _preservation_cell(store, {"name": "spring", "plugged": False, "tokens": 50, "checkpoint_hash": "c"}, base)
+    lora = [0, 0, 1, 0, 0, 1, 0, 0]  # two documents lost, none gained: -25 points
+    _preservation_cell(store, {"name": "lora", "checkpoint_hash": "l"}, lora)
+    table = preserve.preservation_table(store, intervals=True)
+    row = table.loc["boolq 0-shot"]
+    assert list(table.columns[:4]) == ["n", "base", "base low", "base high"]
+    assert (row["base"], row["lora"], row["Δ lora"]) == (50.0, 25.0, -25.0)
+    # The difference's CI is the paired bootstrap of the per-document differences, not of the two means.
+    _, low, high = bootstrap_ci([b - a for a, b in zip(base, lora)])
+    assert (row["Δ lora low"], row["Δ lora high"]) == (100 * low, 100 * high)
+    assert high <= 0 < -low  # every document moved down or stayed: the CI lies at or below 0
+    # Unplugged SPRING is the base model: a zero difference with a zero-width CI.
+    assert (row["Δ spring (unplugged)"], row["Δ spring (unplugged) low"], row["Δ spring (unplugged) high"]) == (0.0, 0.0, 0.0)
+    _, base_low, base_high = bootstrap_ci(base)
+    assert (row["base low"], row["base high"]) == (100 * base_low, 100 * base_high)
+
+    print_preservation(tmp_path, fmt="md")
+    md = capsys.readouterr().out
+    assert f"| -25.0 [{100 * low:+.1f}, {100 * high:+.1f}]" in md and "| +0.0 [+0.0, +0.0]" in md
+    print_preservation(tmp_path, fmt="csv")
+    assert capsys.readouterr().out.splitlines()[0].startswith("task,n,base,base low,base high,lora,lora low,lora high,Δ lora,")
+
+
+def test_as_typed_the_command_takes_the_cpu_sample_and_the_store_s_methods(loaded, small_data, tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+
+    monkeypatch.setattr("harness.models.load_model", lambda *a, **k: loaded)
+    monkeypatch.setattr("harness.power.PRESERVE_CPU_AFFORDABLE", 3)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    args = ["preserve", "--tasks", "boolq", "--data-dir", str(small_data), "--results", str(tmp_path / "r")]
+    assert main(args) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "methods: base (checkpoints of" in out and "no checkpoint for lora, spring" in out
+    assert "CPU default: 3 documents per task (expected CI half-width" in out
+    assert "boolq 0-shot │ 3 │" in out and "docs" in out  # the table, after the progress bar's documents
+    (cell,) = preserve.preservation_cells(Store(tmp_path / "r"))
+    assert cell.spec.n_examples == 3 and cell.spec.method == {"name": "base"}
+    assert main([*args, "--full", "--limit", "2"]) == 2
+    assert "--limit and --full contradict each other" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """The README's story, its three commands in sequence on the tiny world: run, then preserve, then plot.
 
 `harness run` trains SPRING and evaluates it at the CPU default's token counts (1, 5, 50) with the references;
-`harness preserve` finds the checkpoint that run trained; `harness plot tokens-sweep`, with no --suite, draws the
+`harness preserve`, with no --method, finds the checkpoint that run trained; `harness plot tokens-sweep`, with no --suite, draws the
 sweep of what the store holds.
 """
 
@@ -32,9 +32,10 @@ def test_run_then_preserve_then_plot(world, real_data_dir, capsys):
 
     (world["data"] / "boolq").mkdir()
     (world["data"] / "boolq" / "boolq.jsonl").symlink_to(real_data_dir / "boolq" / "boolq.jsonl")
-    assert main(["preserve", "--tasks", "boolq", "--method", "base,spring", "--limit", "2", *common]) == 0
-    out = capsys.readouterr().out
-    assert "boolq 0-shot" in out and "spring (plugged, k=50)" in " ".join(out.split())
+    assert main(["preserve", "--tasks", "boolq", "--limit", "2", *common]) == 0  # no --method: the store's
+    out = " ".join(capsys.readouterr().out.split())
+    assert "methods: base, spring (checkpoints of" in out and "no checkpoint for lora" in out
+    assert "boolq 0-shot" in out and "spring (plugged, k=50)" in out
 
     assert main(["plot", "tokens-sweep", "--results", results]) == 0
     captured = capsys.readouterr()

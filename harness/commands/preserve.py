@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.progress import ProgressColumn
 from rich.table import Table
+from rich.text import Text
 
 from harness.console import console
 from harness.registry import unknown_name
@@ -22,36 +24,34 @@ METHOD_VARIANTS: dict[str, tuple[bool | None, ...]] = {"base": (None,), "lora": 
 
 
 def preservation_rich_table(frame: Any, title: str = "") -> Table:
+    """The Table 2 frame with its CIs (``preservation_table(..., intervals=True)``) as a rich table."""
+    from harness.preserve import with_intervals_as_text
+
+    shown = with_intervals_as_text(frame)
     table = Table(title=title or None, title_justify="left")
-    table.add_column(frame.index.name or "task")
-    for column in frame.columns:
+    table.add_column(shown.index.name or "task")
+    for column in shown.columns:
         table.add_column(str(column), justify="right")
-    for index, row in frame.iterrows():
-        cells = []
-        for column, value in row.items():
-            if value != value:  # NaN
-                cells.append("-")
-            elif column == "n":
-                cells.append(str(int(value)))
-            elif str(column).startswith("Δ"):
-                cells.append(f"{value:+.1f}")
-            else:
-                cells.append(f"{value:.1f}")
-        table.add_row(str(index), *cells)
+    for index, row in shown.iterrows():
+        table.add_row(str(index), *(str(value) for value in row))
     return table
 
 
-def print_preservation(results: Path, model: str | None = None, fmt: str = "table") -> None:
+def print_preservation(results: Path, model: str | None = None, fmt: str = "table", note: str = "") -> None:
     """Print the Table 2 layout from the store (also the body of `harness leaderboard --preserve`)."""
     from harness.preserve import preservation_table, render_preservation
     from harness.store import Store
 
     if fmt not in FORMATS:
         raise unknown_name("format", fmt, FORMATS)
-    frame = preservation_table(Store(results), model=model)
+    frame = preservation_table(Store(results), model=model, intervals=True)
     if fmt == "table":
         out = console()
-        out.print("Preservation suites (lm-eval): accuracy / exact match x100; Δ = method - base on the same documents")
+        out.print(
+            "Preservation suites (lm-eval): accuracy / exact match x100 [95% bootstrap CI]; "
+            "Δ = method - base on the same documents [paired bootstrap CI]" + (f" | {note}" if note else ""),
+            soft_wrap=True,
+        )
         out.print(preservation_rich_table(frame, ""))
     else:
         print(render_preservation(frame, fmt), end="")
@@ -59,7 +59,11 @@ def print_preservation(results: Path, model: str | None = None, fmt: str = "tabl
 
 def preserve_command(
     tasks: str = typer.Option("mmlu,boolq,csqa,gsm8k", "--tasks", help="comma-separated: mmlu, boolq, csqa, gsm8k"),
-    method: str = typer.Option("base", "--method", help="comma-separated: base, lora, spring"),
+    method: str | None = typer.Option(
+        None,
+        "--method",
+        help="comma-separated: base, lora, spring (default: base and every method with a checkpoint in the store)",
+    ),
     shots: str | None = typer.Option(
         None,
         "--shots",
@@ -71,8 +75,10 @@ def preserve_command(
         "--limit",
         min=1,
         help="N documents per task (the first N; MMLU: spread round-robin over its 57 subjects, "
-        "so 57*m = lm-eval's per-subject --limit m); on a CPU use e.g. --limit 20",
+        "so 57*m = lm-eval's per-subject --limit m); default on a CPU: the power rule's sample (see the header)",
     ),
+    full: bool = typer.Option(False, "--full", help="every document of every task (no CPU budget)"),
+    verbose: bool = typer.Option(False, "--verbose", help="keep lm-eval's and datasets' own progress bars"),
     model: str = typer.Option("smollm2-135m", "--model", help="backbone: alias, local folder or hub id"),
     dtype: str = typer.Option("auto", "--dtype", help="auto, fp32, bf16 or fp16"),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="trained LoRA / SPRING checkpoint"),
@@ -89,13 +95,19 @@ def preserve_command(
     fmt: str = typer.Option("table", "--format", help="table, md, csv or json"),
 ) -> None:
     """Run the preservation suites (SPRING Table 2) through lm-evaluation-harness and print task x method."""
+    import torch
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from harness.errors import HarnessError
     from harness.models import load_model
     from harness.paths import writable_folder
+    from harness.plugins import METHODS
     from harness.preserve import (
         SOURCES,
         parse_methods,
         parse_shots,
         parse_tasks,
+        preserve_methods,
         require_method,
         resolve_preserve_model,
         run_preservation,
@@ -104,44 +116,106 @@ def preserve_command(
 
     if fmt not in FORMATS:
         raise unknown_name("format", fmt, FORMATS)
+    if limit is not None and full:
+        raise HarnessError("--limit and --full contradict each other; pass one")
     writable_folder(results, "--results")
     if source not in SOURCES:
         raise unknown_name("task source", source, SOURCES)
     task_names = parse_tasks(tasks)
-    method_names = parse_methods(method)
+    method_names = parse_methods(method) if method is not None else None
     shots_of = parse_shots(shots, task_names)
-    for name in method_names:
+    for name in method_names or ():
         require_method(name)  # fail before loading the model when a method has no checkpoint hook
+    # The CPU budget, as `harness run`'s: without a GPU and without --limit/--full, a sample sized by the power rule.
+    note = ""
+    if limit is None and not full and not torch.cuda.is_available():
+        from harness.power import preserve_sample_size
+
+        sample = preserve_sample_size()
+        limit = sample.n
+        note = f"CPU default: {sample.describe()}; MMLU spread over its 57 subjects; --limit N or --full to change"
+    elif limit is not None:
+        note = f"limit {limit} documents per task"
     out = console()
     store = Store(results)
     loaded = load_model(model, dtype=dtype)
+    if method_names is None:  # base, and every method whose trained weights for this backbone the store holds
+        found = [n for n in preserve_methods() if n != "base" and METHODS.get(n).preserve_checkpoints(loaded, store)]
+        method_names = ["base", *found]
+        missing = [n for n in preserve_methods() if n not in method_names]
+        out.print(
+            f"methods: {', '.join(method_names)} (checkpoints of {loaded.model_id} in {results})"
+            + (f"; no checkpoint for {', '.join(missing)} (`harness run --method {missing[0]}` trains one)" if missing else ""),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     options = {"checkpoint": checkpoint} if checkpoint is not None else {}
     # Resolve every method first, so a missing checkpoint fails before hours of evaluation.
     variants = []
     for name in method_names:
-        for plugged in METHOD_VARIANTS[name]:
+        for plugged in METHOD_VARIANTS.get(name, (None,)):
             extra = dict(options) if plugged is None else {**options, "plugged": plugged}
             variants.append(resolve_preserve_model(name, loaded, store, **extra))
-    for model_object, method_spec, virtual_tokens in variants:
-        started = time.perf_counter()
-        run_preservation(
-            loaded,
-            method_spec,
-            task_names,
-            shots_of,
-            limit,
-            store,
-            virtual_tokens=virtual_tokens,
-            force=force,
-            model=model_object,
-            batch_size=batch_size,
-            data_dir=data_dir,
-            source=source,
-            progress=lambda message: out.print(f"[dim]{message}[/dim]"),
-            lm_eval_cache=lm_eval_cache,
-        )
-        out.print(f"[dim]{method_spec['name']}: {time.perf_counter() - started:.0f} s[/dim]")
-    print_preservation(results, model=loaded.model_id, fmt=fmt)
+    columns = (TextColumn("{task.description}"), BarColumn(), DocumentsColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    started = time.perf_counter()
+    with Progress(*columns, console=out, transient=False) as progress:
+        per_method = sum(len(shots_of[t]) for t in task_names)
+        tracker = CellTracker(progress, cells=len(variants) * per_method)
+        for done, (model_object, method_spec, virtual_tokens) in enumerate(variants, start=1):
+            run_preservation(
+                loaded,
+                method_spec,
+                task_names,
+                shots_of,
+                limit,
+                store,
+                virtual_tokens=virtual_tokens,
+                force=force,
+                model=model_object,
+                batch_size=batch_size,
+                data_dir=data_dir,
+                source=source,
+                progress=(lambda message: out.print(f"[dim]{message}[/dim]")) if verbose else None,
+                lm_eval_cache=lm_eval_cache,
+                tracker=tracker,
+                quiet=not verbose,
+            )
+            tracker.cells_done(done * per_method)  # cells the store already held count as done too
+    out.print(f"[dim]preserve: {time.perf_counter() - started:.0f} s[/dim]")
+    print_preservation(results, model=loaded.model_id, fmt=fmt, note=note)
+
+
+class DocumentsColumn(ProgressColumn):
+    """``done/total docs`` and the rate in documents per second."""
+
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        rate = f" {speed:.1f} docs/s" if speed else ""
+        return Text(f"{int(task.completed)}/{int(task.total or 0)} docs{rate}", style="progress.download")
+
+
+class CellTracker:
+    """One rich bar per evaluated (task, shots, method) cell under an overall bar of cells."""
+
+    def __init__(self, progress: Any, cells: int) -> None:
+        self.progress = progress
+        self.overall = progress.add_task("cells", total=cells)
+        self.current: Any = None
+
+    def start(self, label: str, documents: int) -> None:
+        self.current = self.progress.add_task(label, total=documents)
+
+    def advance(self, documents: float) -> None:
+        self.progress.advance(self.current, documents)
+
+    def finish(self) -> None:
+        task = self.progress.tasks[self.current]
+        self.progress.update(self.current, completed=task.total)
+        self.progress.advance(self.overall, 1)
+
+    def cells_done(self, cells: int) -> None:
+        self.progress.update(self.overall, completed=cells)
 
 
 def register(app: typer.Typer) -> None:

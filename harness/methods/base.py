@@ -108,6 +108,11 @@ class Method(ABC):
         return context.backend
 
     @classmethod
+    def preserve_checkpoints(cls, loaded: Any, store: Any) -> list[Path]:
+        """This backbone's checkpoints of the method in ``store`` (`harness preserve` evaluates a method that has one)."""
+        return []
+
+    @classmethod
     def preserve_model(cls, loaded: Any, store: Any, **options: Any) -> tuple[Any, dict[str, Any], Any]:
         """``(model, method spec, virtual tokens or None)`` for `harness preserve` (only when ``preserves``)."""
         raise HarnessError(f"method {cls.name!r} has no preservation model; `harness ls methods` shows the ones that have")

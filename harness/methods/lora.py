@@ -135,22 +135,27 @@ class Lora(Method):
         return context.artifact(("lora-backend", self.checkpoint_hash), build)
 
     @classmethod
+    def preserve_checkpoints(cls, loaded: Any, store: Any) -> list[Path]:
+        """The store's LoRA adapters trained on this backbone (by the weights hash in their training record)."""
+        found = []
+        for folder in (Path(store.root) / "checkpoints").glob("lora-*"):
+            meta = folder / "harness-training.json"
+            if meta.is_file() and json.loads(meta.read_text())["spec"]["backbone"]["weights_hash"] == loaded.weights_hash:
+                found.append(folder)
+        return found
+
+    @classmethod
     def preserve_model(cls, loaded: Any, store: Any, *, checkpoint: str | None = None, **_: Any) -> tuple[Any, dict, Any]:
         """LoRA for lm-eval: a separate copy of the backbone with the adapter merged in."""
         from peft import PeftModel
 
         from harness.models import load_model
 
-        root = Path(store.root)
-        if checkpoint:
-            folder = Path(checkpoint)
-        else:
-            candidates = []
-            for folder in (root / "checkpoints").glob("lora-*"):
-                meta = folder / "harness-training.json"
-                if meta.is_file() and json.loads(meta.read_text())["spec"]["backbone"]["weights_hash"] == loaded.weights_hash:
-                    candidates.append(folder)
-            folder = latest_checkpoint(candidates, "lora", root)
+        folder = (
+            Path(checkpoint)
+            if checkpoint
+            else latest_checkpoint(cls.preserve_checkpoints(loaded, store), "lora", Path(store.root))
+        )
         copy = load_model(str(loaded.path), dtype=loaded.dtype)
         merged = PeftModel.from_pretrained(copy.model, str(folder)).merge_and_unload().eval()
         spec = {"name": "lora", "checkpoint_hash": adapter_hash(folder / PEFT_WEIGHTS)}

@@ -131,6 +131,20 @@ class Spring(Method):
             )
 
     @classmethod
+    def preserve_checkpoints(cls, loaded: Any, store: Any) -> list[Path]:
+        """The store's SPRING token files trained on this backbone (by the weights hash in their metadata)."""
+        from safetensors import safe_open
+
+        found = []
+        for file in (Path(store.root) / "checkpoints").glob(f"{cls.name}-*.safetensors"):
+            if "-" in file.name.removeprefix(f"{cls.name}-"):  # another method's file (spring-plus-<hash>)
+                continue
+            with safe_open(str(file), framework="pt") as handle:
+                if (handle.metadata() or {}).get("backbone_weights_hash") == loaded.weights_hash:
+                    found.append(file)
+        return found
+
+    @classmethod
     def preserve_model(
         cls,
         loaded: Any,
@@ -142,18 +156,11 @@ class Spring(Method):
         **_: Any,
     ) -> tuple[Any, dict, Any]:
         """SPRING for lm-eval: the base model, plus its trained tokens when ``plugged``."""
-        from safetensors import safe_open
-
-        root = Path(store.root)
-        if checkpoint:
-            path = Path(checkpoint)
-        else:
-            candidates = []
-            for file in (root / "checkpoints").glob("spring-*.safetensors"):
-                with safe_open(str(file), framework="pt") as handle:
-                    if (handle.metadata() or {}).get("backbone_weights_hash") == loaded.weights_hash:
-                        candidates.append(file)
-            path = latest_checkpoint(candidates, "spring", root)
+        path = (
+            Path(checkpoint)
+            if checkpoint
+            else latest_checkpoint(cls.preserve_checkpoints(loaded, store), "spring", Path(store.root))
+        )
         hidden = loaded.model.get_input_embeddings().weight.shape[1]
         if path.suffix == ".pt":
             weights = import_official(path, hidden_size=hidden)

@@ -18,7 +18,13 @@ from __future__ import annotations
 
 from harness.preserve.models import require_method, resolve_preserve_model
 from harness.preserve.run import doc_counts, docs_hash, run_preservation, virtual_tokens_hash
-from harness.preserve.table import preservation_cells, preservation_label, preservation_table, render_preservation
+from harness.preserve.table import (
+    preservation_cells,
+    preservation_label,
+    preservation_table,
+    render_preservation,
+    with_intervals_as_text,
+)
 from harness.preserve.tasks import (
     DATA_DIR_PLACEHOLDER,
     FILTER_METRICS,
@@ -68,5 +74,6 @@ __all__ = [
     "task_manager",
     "template_hash",
     "virtual_tokens_hash",
+    "with_intervals_as_text",
     "write_task_configs",
 ]

@@ -19,6 +19,7 @@ from lm_eval.models.huggingface import HFLM
 
 # A virtual-token slot in a token-id list (never a vocabulary id); replaced by an embedding row in the forward.
 VIRTUAL_TOKEN_ID = -1
+CHUNK = 64  # requests per progress report (a multiple of 4 and 2: whole MMLU and BoolQ documents)
 
 
 class PluggedHFLM(HFLM):
@@ -56,6 +57,9 @@ class PluggedHFLM(HFLM):
     ) -> None:
         super().__init__(pretrained=pretrained, tokenizer=tokenizer, **kwargs)
         self.question_of = question_of
+        # Set by the run: called with the fraction of a call's requests just answered (harness's progress bar,
+        # in place of lm-eval's own per-call bar).
+        self.report: Callable[[float], None] | None = None
         self.split_fallbacks = 0
         self._gen_questions: dict[str, str] | None = None
         self.virtual_tokens: torch.Tensor | None = None
@@ -148,7 +152,25 @@ class PluggedHFLM(HFLM):
 
     # ---- loglikelihood ---------------------------------------------------------------------------------
 
+    def _in_chunks(self, answer: Callable[..., list], requests: list, disable_tqdm: bool) -> list:
+        """``answer(requests)`` in chunks of :data:`CHUNK` requests, reporting after each (with ``report`` set).
+
+        Requests arrive in document order and a chunk holds whole documents' requests (4 per MMLU document, 2 per
+        BoolQ one), so lm-eval's reuse of a context's logits across its continuations is kept; at batch size 1
+        the scores are those of one call."""
+        if self.report is None:
+            return answer(requests, disable_tqdm=disable_tqdm)
+        answers: list = []
+        for start in range(0, len(requests), CHUNK):
+            chunk = requests[start : start + CHUNK]
+            answers.extend(answer(chunk, disable_tqdm=True))
+            self.report(len(chunk) / len(requests))
+        return answers
+
     def loglikelihood(self, requests: list, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        return self._in_chunks(self._loglikelihood, requests, disable_tqdm)
+
+    def _loglikelihood(self, requests: list, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         if not self.plugged:
             return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
         new_requests = []
@@ -183,6 +205,9 @@ class PluggedHFLM(HFLM):
     # ---- generation ------------------------------------------------------------------------------------
 
     def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
+        return self._in_chunks(self._generate_until, requests, disable_tqdm)
+
+    def _generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
         if not self.plugged:
             return super().generate_until(requests, disable_tqdm=disable_tqdm)
         self._gen_questions = {request.args[0]: self._question(request) for request in requests}

@@ -147,6 +147,8 @@ def run_preservation(
     source: str = "local",
     progress: Callable[[str], None] | None = None,
     lm_eval_cache: str | Path | None = None,
+    tracker: Any = None,
+    quiet: bool = False,
 ) -> list[Any]:
     """Run lm-eval once per (task, shots) and store one cell each; complete cells are read back, not re-run.
 
@@ -158,6 +160,8 @@ def run_preservation(
     ``batch_size`` is not part of the key. ``lm_eval_cache``: a folder for lm-eval's sqlite response cache
     (off by default; the store already skips finished cells); its file name carries the hash of the model identity
     and the method spec, so responses of different weights / checkpoints / virtual tokens never mix.
+    ``tracker``: an object with ``start(label, documents)``, ``advance(documents)`` and ``finish()`` that follows
+    each evaluated cell; ``quiet`` silences the datasets and lm-eval progress bars (the tracker replaces them).
     """
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise HarnessError(f"--limit must be a positive integer, not {limit!r}")
@@ -176,7 +180,7 @@ def run_preservation(
     lm_eval_logger = logging.getLogger("lm_eval")
     level = lm_eval_logger.level
     lm_eval_logger.setLevel(logging.ERROR)  # its per-task warnings (num_fewshot overrides, ...) are noise here
-    with _restore_level(lm_eval_logger, level), task_manager(tasks, data_dir, source) as manager:
+    with _restore_level(lm_eval_logger, level), _third_party_bars(off=quiet), task_manager(tasks, data_dir, source) as manager:
         for name in tasks:
             task = PRESERVE_TASKS[name]
             for n_shots in shots_of[name]:
@@ -200,6 +204,11 @@ def run_preservation(
                     if getattr(lm, "plugged", False):
                         lm.bind_tasks(loaded["tasks"])
                     say(f"{name} {n_shots}-shot {method['name']}: evaluating {len(ids)} docs with lm-eval {version}")
+                    if tracker is not None:
+                        from harness.preserve.table import preservation_label
+
+                        tracker.start(f"{name} {n_shots}-shot {preservation_label(method)}", len(ids))
+                        lm.report = lambda fraction, n=len(ids): tracker.advance(fraction * n)
                     samples = _evaluate(
                         lm,
                         manager,
@@ -211,6 +220,8 @@ def run_preservation(
                         n_shots,
                         _cache_path(lm_eval_cache, model_identity, method),
                     )
+                    if tracker is not None:
+                        tracker.finish()
                     rows = _rows_from_samples(task, samples, loaded)
                     if sorted(rows) != sorted(ids):
                         raise RuntimeError(f"{name}: lm-eval returned {len(rows)} documents, expected {len(ids)}")
@@ -343,6 +354,27 @@ def _cache_path(folder: str | Path | None, model_identity: Mapping[str, Any], me
         return None
     Path(folder).mkdir(parents=True, exist_ok=True)
     return str(Path(folder) / f"lm-eval-{content_hash({'model': dict(model_identity), 'method': dict(method)})}")
+
+
+@contextmanager
+def _third_party_bars(off: bool):
+    """With ``off``: no `datasets` bars ("Generating split", "Map") and no lm-eval request-building bar."""
+    if not off:
+        yield
+        return
+    import datasets
+    import lm_eval.api.task as lm_eval_task
+
+    were_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    bar = lm_eval_task.tqdm
+    lm_eval_task.tqdm = lambda iterable, *args, **kwargs: iterable  # the loop over documents
+    try:
+        yield
+    finally:
+        lm_eval_task.tqdm = bar
+        if were_on:
+            datasets.enable_progress_bars()
 
 
 @contextmanager
