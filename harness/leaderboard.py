@@ -288,7 +288,7 @@ def leaderboard(
     header = (
         f"backbone {', '.join(sorted(picked['model'].unique()))} | retriever {', '.join(sorted(picked['retriever'].unique()))}"
         f" | passages {', '.join(map(str, sorted(picked['passages'].unique())))}"
-        f" | examples per dataset {n_per.min()}-{n_per.max()}"
+        f" | {_n_text(int(n_per.min()), int(n_per.max()))} questions per dataset"
         f" | * held out | scores x100" + (" | avg rows: mean [95% bootstrap CI]" if store is not None else "")
     )
     return Leaderboard(table=table, header=header, n=n, ci_low=ci_low, ci_high=ci_high)

@@ -80,6 +80,9 @@ def test_leaderboard_values_and_averages(store):
     assert table.loc["avg all (2)", ("spring[tokens=50]", "EM")] == 62.5
     assert table.loc["avg all (2)", ("prompt", "F1")] == 37.5
     assert "backbone tiny" in board.header and "retriever bm25" in board.header
+    assert "| 2-4 questions per dataset |" in board.header  # popqa holds 2, nq 4
+    one = leaderboard(select(cells_frame(store), ["nq"]), ["nq"], ["exact_match"]).header
+    assert "| 4 questions per dataset |" in one  # not "4-4"
 
 
 def test_formats_load_in_pandas(store):
