@@ -404,7 +404,7 @@ def test_as_typed_the_command_takes_the_cpu_sample_and_the_store_s_methods(loade
     assert main(args) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "methods: base (checkpoints of" in out and "no checkpoint for lora, spring" in out
-    assert "CPU default: 3 documents per task (expected CI half-width" in out
+    assert "Δ = method - base on the same documents [paired bootstrap CI] | CPU default: 3 documents per task (expected" in out
     assert "boolq 0-shot │ 3 │" in out and "docs" in out  # the table, after the progress bar's documents
     (cell,) = preserve.preservation_cells(Store(tmp_path / "r"))
     assert cell.spec.n_examples == 3 and cell.spec.method == {"name": "base"}

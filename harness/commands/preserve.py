@@ -51,6 +51,8 @@ def print_preservation(results: Path, model: str | None = None, fmt: str = "tabl
             "Preservation suites (lm-eval): accuracy / exact match x100 [95% bootstrap CI]; "
             "Δ = method - base on the same documents [paired bootstrap CI]" + (f" | {note}" if note else ""),
             soft_wrap=True,
+            markup=False,  # the brackets are text, not rich markup
+            highlight=False,
         )
         out.print(preservation_rich_table(frame, ""))
     else:
@@ -187,12 +189,13 @@ def preserve_command(
 
 
 class DocumentsColumn(ProgressColumn):
-    """``done/total docs`` and the rate in documents per second."""
+    """``done/total docs`` and the rate in documents per second (a task's ``unit`` field names another unit)."""
 
     def render(self, task: Any) -> Text:
+        unit = task.fields.get("unit", "docs")
         speed = task.finished_speed or task.speed
-        rate = f" {speed:.1f} docs/s" if speed else ""
-        return Text(f"{int(task.completed)}/{int(task.total or 0)} docs{rate}", style="progress.download")
+        rate = f" {speed:.1f} {unit}/s" if speed and unit == "docs" else ""
+        return Text(f"{int(task.completed)}/{int(task.total or 0)} {unit}{rate}", style="progress.download")
 
 
 class CellTracker:
@@ -200,7 +203,7 @@ class CellTracker:
 
     def __init__(self, progress: Any, cells: int) -> None:
         self.progress = progress
-        self.overall = progress.add_task("cells", total=cells)
+        self.overall = progress.add_task("preserve", total=cells, unit="cells")
         self.current: Any = None
 
     def start(self, label: str, documents: int) -> None:
