@@ -19,6 +19,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: typer's rich panels show flags as taking a `<bool>` value under click >= 8.2.
+    rich_markup_mode=None,
 )
 
 _debug = {"on": False}

@@ -90,3 +90,12 @@ def test_usage_errors_are_one_line_and_help_still_prints(capsys):
     assert capsys.readouterr().err == "error: No such option: --bogus; see `harness --help`\n"
     assert main([]) == 2 and "Usage: harness" in capsys.readouterr().out  # no command: the help, exit 2 as before
     assert main(["run", "--help"]) == 0 and "--suite" in capsys.readouterr().out
+
+
+def test_help_shows_flags_as_flags(capsys):
+    assert main(["run", "--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (full,) = [line for line in lines if line.strip().startswith("--full")]
+    assert "<bool>" not in full and "evaluate the full" in full
+    assert main(["preserve", "--help"]) == 0
+    assert "<bool>" not in capsys.readouterr().out

@@ -51,7 +51,7 @@ def info(
 
 def register(app: typer.Typer) -> None:
     """Mount this command on ``app``."""
-    corpus_app = typer.Typer(help="Build and inspect retrieval corpora.", no_args_is_help=True)
+    corpus_app = typer.Typer(help="Build and inspect retrieval corpora.", no_args_is_help=True, rich_markup_mode=None)
     app.add_typer(corpus_app, name="corpus")
     corpus_app.command("build")(build)
     corpus_app.command("info")(info)

@@ -49,6 +49,6 @@ def check(
 
 
 def register(app: typer.Typer) -> None:
-    data_app = typer.Typer(help="Inspect the raw datasets.", no_args_is_help=True)
+    data_app = typer.Typer(help="Inspect the raw datasets.", no_args_is_help=True, rich_markup_mode=None)
     app.add_typer(data_app, name="data")
     data_app.command("check")(check)

@@ -50,6 +50,6 @@ def verify_command(
 
 
 def register(app: typer.Typer) -> None:
-    store_app = typer.Typer(help="Inspect the result store.", no_args_is_help=True)
+    store_app = typer.Typer(help="Inspect the result store.", no_args_is_help=True, rich_markup_mode=None)
     app.add_typer(store_app, name="store")
     store_app.command("verify")(verify_command)
