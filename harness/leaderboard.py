@@ -67,13 +67,14 @@ def headline_variants(picked: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     if picked.empty or "family" not in picked:
         return picked, ""
     setting = ["family", "retriever", "passages", "model"]
-    has_headline = picked.groupby(setting, dropna=False)["headline"].transform(lambda values: bool((values == True).any()))  # noqa: E712
-    hidden = has_headline & (picked["headline"] == False)  # noqa: E712 - the column holds True/False/None
+    at_headline = picked["headline"].eq(True)  # the column holds True, False, or None (nothing swept)
+    has_headline = at_headline.groupby([picked[c] for c in setting], dropna=False).transform("any")
+    hidden = has_headline & picked["headline"].eq(False)
     if not hidden.any():
         return picked, ""
     labels = _ordered(picked.loc[hidden, "method"])
     families = set(picked.loc[hidden, "family"])
-    headlines = _ordered(picked.loc[picked["family"].isin(families) & (picked["headline"] == True), "method"])  # noqa: E712
+    headlines = _ordered(picked.loc[picked["family"].isin(families) & at_headline, "method"])
     plot = " (`harness plot tokens-sweep` draws them)" if any("tokens=" in label for label in labels) else ""
     note = f"also in the store, not shown: {', '.join(labels)}{plot}; the table shows {', '.join(headlines)}; --all-variants lists every value"
     return picked[~hidden].reset_index(drop=True), note
