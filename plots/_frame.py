@@ -158,6 +158,7 @@ def stored_suite(frame: pd.DataFrame) -> str:
     The smallest registered suite that holds every dataset with QA cells, when those cells cover at least half
     of it (the main job's 11 datasets -> ``qa12``, a qa9 run -> ``qa9``); else those datasets themselves,
     comma-separated (a run on ``nq`` alone -> ``nq``)."""
+    from harness.plugins import DATASETS
     from harness.suites import SUITES
 
     stored = set(frame.loc[frame["harness"] != LM_EVAL, "dataset"]) if not frame.empty else set()
@@ -166,7 +167,7 @@ def stored_suite(frame: pd.DataFrame) -> str:
     holding = sorted((len(members), name) for name, members in SUITES.items() if stored <= set(members))
     if holding and 2 * len(stored) >= holding[0][0]:
         return holding[0][1]
-    order = [name for members in SUITES.values() for name in members]
+    order = DATASETS.names()  # the registry's (the paper's table) order; a dataset no longer registered goes last
     return ",".join(sorted(stored, key=lambda d: (order.index(d) if d in order else len(order), d)))
 
 

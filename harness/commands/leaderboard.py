@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import typer
@@ -127,6 +128,8 @@ def leaderboard_command(
             print("".join(f"\n{line}" for line in verdicts))
         if variants_note:
             print(f"\n{variants_note}")
+    elif variants_note:  # csv and json stay machine-readable; the left-out variants are still said
+        print(variants_note, file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.preserve.table import preservation_label
 from harness.preserve.tasks import (
     FILTER_METRICS,
     PRESERVE_TASKS,
@@ -205,8 +206,6 @@ def run_preservation(
                         lm.bind_tasks(loaded["tasks"])
                     say(f"{name} {n_shots}-shot {method['name']}: evaluating {len(ids)} docs with lm-eval {version}")
                     if tracker is not None:
-                        from harness.preserve.table import preservation_label
-
                         tracker.start(f"{name} {n_shots}-shot {preservation_label(method)}", len(ids))
                         lm.report = lambda fraction, n=len(ids): tracker.advance(fraction * n)
                     samples = _evaluate(
