@@ -32,6 +32,26 @@ def frame_table(frame: Any, title: str, value_format: str = "{:.1f}") -> Table:
     return table
 
 
+def column_parts(frame: Any, width: int) -> list[list[str]]:
+    """``frame``'s text columns in groups that each fit ``width`` terminal columns beside the row labels (and
+    ``n``, repeated in every group), so a wide leaderboard is split into tables instead of truncating a number."""
+    def needed(values: Any, header: str) -> int:
+        return max([len(header), *(len(str(v)) for v in values)]) + 3  # one space of padding each side, one rule
+
+    fixed = [c for c in frame.columns if c == "n"]
+    used = needed(frame.index, frame.index.name or "dataset") + 1 + sum(needed(frame[c], c) for c in fixed)
+    parts: list[list[str]] = [[]]
+    room = used
+    for column in (c for c in frame.columns if c not in fixed):
+        size = needed(frame[column], column)
+        if parts[-1] and room + size > width:
+            parts.append([])
+            room = used
+        parts[-1].append(column)
+        room += size
+    return [fixed + part for part in parts]
+
+
 def print_leaderboard(
     out: Console, picked: Any, datasets: Any, metrics: Any, store: Any, method_order: Any = (), note: str = ""
 ) -> None:
@@ -47,7 +67,10 @@ def print_leaderboard(
         suffix = f" {METRIC_LABELS[metric]}"
         columns = [c for c in shown.columns if c == "n" or c.endswith(suffix)]
         table = shown[columns].rename(columns=lambda c, suffix=suffix: c.removesuffix(suffix))
-        out.print(frame_table(table, f"{METRIC_LABELS[metric]} x100"))
+        parts = column_parts(table, out.width)
+        for i, part in enumerate(parts, 1):
+            title = f"{METRIC_LABELS[metric]} x100" + (f" ({i}/{len(parts)})" if len(parts) > 1 else "")
+            out.print(frame_table(table[part], title))
     metric = "exact_match" if "exact_match" in metrics else metrics[0]
     for line in verdict_lines(store, picked, method_order=method_order, metric=metric):
         out.print(line, markup=False, highlight=False, soft_wrap=True)

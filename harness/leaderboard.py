@@ -115,13 +115,16 @@ class Leaderboard:
     ``table`` holds the means (x100). ``n`` (same index, columns ``min``/``max``, ints) is the number of
     evaluated questions of each row over the columns (an average row: the sum over its datasets). ``ci_low`` and
     ``ci_high`` (same index and columns as ``table``) hold the 95% bootstrap CI of every average row (x100; NaN on
-    dataset rows); they are ``None`` when the leaderboard was built without the store."""
+    dataset rows); they are ``None`` when the leaderboard was built without the store. ``coverage``
+    (same index and columns as ``table``, ints) counts the datasets behind each value: an average row's value is
+    over the column's own datasets of that row, ``k`` of the ``N`` in the row label."""
 
     table: pd.DataFrame
     header: str
     n: pd.DataFrame | None = field(default=None)
     ci_low: pd.DataFrame | None = field(default=None)
     ci_high: pd.DataFrame | None = field(default=None)
+    coverage: pd.DataFrame | None = field(default=None)
 
 
 def select(
@@ -221,13 +224,16 @@ def leaderboard(
     seed: int = 0,
 ) -> Leaderboard:
     """Dataset x method table of ``metrics`` (x100) with averages over the in-domain, held-out and all datasets
-    shown (a column lacking one of an average's datasets has no value there).
+    shown (each column's average over its own datasets of the row, counted in ``coverage``).
 
-    Columns follow ``method_order`` (method names, e.g. the reference first), then the rest by name (numbers in
-    labels compared as numbers). With ``store``, every average row gets a 95% percentile-bootstrap CI per column:
+    Columns follow ``method_order`` (method names; by default the registry's order, so every command and format
+    shows the same order), then the rest by name (numbers in labels compared as numbers). With ``store``, every average row gets a 95% percentile-bootstrap CI per column:
     for each column one generator (``seed``) draws ``n_resamples`` resamples of the questions of each averaged
     dataset in turn (table row order, the same indices for every metric); each average row averages the resampled
     per-dataset means of its datasets (a macro average)."""
+    from harness.plugins import METHODS
+
+    method_order = tuple(method_order) or tuple(METHODS.names())  # one column order for run, leaderboard, formats
     picked = picked.copy()
     several = picked[["retriever", "passages", "model"]].drop_duplicates()
     column_name = picked["method"]
@@ -249,16 +255,19 @@ def leaderboard(
             table.loc[row.dataset, (row.column, METRIC_LABELS[metric])] = 100.0 * value if pd.notna(value) else np.nan
     counts = picked[picked["dataset"].isin(order)].groupby("dataset")["n"]
     n = pd.DataFrame({"min": counts.min(), "max": counts.max()}).reindex(order)
-    # Each average is over a fixed set of datasets, named in its label: a column lacking one of them shows no
-    # average rather than one over fewer datasets, so other columns' cells never change a column's number.
+    # Each column's average is over its own datasets of the row's group, so no other column's cells ever change
+    # it; ``coverage`` counts them, and a column with fewer than the row's datasets (named in its label) is
+    # flagged "k of N" wherever it is shown.
     groups = {
         "avg in-domain": [d for d in order if d in SUITES["indomain"]],
         "avg held-out": [d for d in order if d in SUITES["heldout"]],
         "avg all": list(order),
     }
     average_rows = {f"{label} ({len(members)})": members for label, members in groups.items() if members}
+    coverage = table.notna().astype(int)
     for label, members in average_rows.items():
-        table.loc[label] = table.loc[members].mean(skipna=False)
+        coverage.loc[label] = table.loc[members].notna().sum()
+        table.loc[label] = table.loc[members].mean(skipna=True)
         n.loc[label] = n.loc[members].sum()
     ci_low = ci_high = None
     if store is not None:
@@ -274,14 +283,15 @@ def leaderboard(
                 )
             )
             for label, members in average_rows.items():
-                if not set(members) <= set(has):
+                own = [d for d in members if d in resampled]
+                if not own:
                     continue
-                low, high = _percentile_ci(np.mean([resampled[d] for d in members], axis=0))
+                low, high = _percentile_ci(np.mean([resampled[d] for d in own], axis=0))
                 for j, metric_label in enumerate(labels):
                     ci_low.loc[label, (column, metric_label)] = 100 * low[j]
                     ci_high.loc[label, (column, metric_label)] = 100 * high[j]
     shown = [f"{d} *" if d in SUITES["heldout"] else d for d in table.index]
-    for frame in (table, n, ci_low, ci_high):
+    for frame in (table, n, ci_low, ci_high, coverage):
         if frame is not None:
             frame.index = shown
     n = n.astype(int)
@@ -292,7 +302,15 @@ def leaderboard(
         f" | {_n_text(int(n_per.min()), int(n_per.max()))} questions per dataset"
         f" | * held out | scores x100" + (" | avg rows: mean [95% bootstrap CI]" if store is not None else "")
     )
-    return Leaderboard(table=table, header=header, n=n, ci_low=ci_low, ci_high=ci_high)
+    if any((coverage.loc[label] < _row_size(label)).any() for label in coverage.index[len(order) :]):
+        header += " | 'k of N': a column's average over the k of the row's N datasets it has"
+    return Leaderboard(table=table, header=header, n=n, ci_low=ci_low, ci_high=ci_high, coverage=coverage)
+
+
+def _row_size(label: str) -> int:
+    """``avg all (11)`` -> 11: the number of datasets an average row is over; 1 for a dataset row."""
+    match = re.fullmatch(r"avg .* \((\d+)\)", label)
+    return int(match.group(1)) if match else 1
 
 
 def _n_text(low: int, high: int) -> str:
@@ -317,6 +335,8 @@ def display_table(board: Leaderboard, value_format: str = "{:.1f}") -> pd.DataFr
                 low, high = board.ci_low.loc[row, (method, metric)], board.ci_high.loc[row, (method, metric)]
                 if pd.notna(low) and pd.notna(high):
                     text += f" [{value_format.format(low)}, {value_format.format(high)}]"
+            if board.coverage is not None and pd.notna(value) and board.coverage.loc[row, (method, metric)] < _row_size(row):
+                text += f" {board.coverage.loc[row, (method, metric)]} of {_row_size(row)}"
             cells.append(text)
         shown[f"{method} {metric}"] = cells
     return shown
@@ -325,11 +345,12 @@ def display_table(board: Leaderboard, value_format: str = "{:.1f}") -> pd.DataFr
 def render(board: Leaderboard, fmt: str) -> str:
     """The table as ``md``, ``csv`` or ``json`` text (``table`` is drawn by the CLI with rich).
 
-    ``md`` is :func:`display_table` (two decimals); ``csv``/``json`` stay numeric: columns ``n`` and ``n max``
-    (questions per row: the least and most over the methods), ``<method> <metric>`` and, when the board has CIs,
-    ``<method> <metric> lo``/``hi`` (empty on dataset rows)."""
+    ``md`` is :func:`display_table` (one decimal, as the terminal table); ``csv``/``json`` stay numeric: columns
+    ``n`` and ``n max`` (questions per row: the least and most over the methods), ``<method> <metric>``, its
+    ``<method> <metric> datasets`` (how many datasets the value is over) and, when the board has CIs,
+    ``<method> <metric> lo``/``hi`` (empty on dataset rows); a missing value is empty (csv) or null (json)."""
     if fmt == "md":
-        shown = display_table(board, "{:.2f}")
+        shown = display_table(board)
         text = shown.to_markdown(disable_numparse=True, colalign=("left",) + ("right",) * len(shown.columns))
         return f"{board.header}\n\n{text}\n"
     flat = pd.DataFrame(index=board.table.index)
@@ -338,6 +359,8 @@ def render(board: Leaderboard, fmt: str) -> str:
         flat["n"], flat["n max"] = board.n["min"], board.n["max"]
     for method, metric in board.table.columns:
         flat[f"{method} {metric}"] = board.table[(method, metric)]
+        if board.coverage is not None:
+            flat[f"{method} {metric} datasets"] = board.coverage[(method, metric)]
         if board.ci_low is not None and board.ci_high is not None:
             flat[f"{method} {metric} lo"] = board.ci_low[(method, metric)]
             flat[f"{method} {metric} hi"] = board.ci_high[(method, metric)]

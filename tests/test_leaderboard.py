@@ -92,7 +92,7 @@ def test_formats_load_in_pandas(store):
     records = pd.DataFrame(json.loads(render(board, "json")))
     assert records.set_index("dataset").loc["popqa *", "spring[tokens=50] EM"] == 50.0
     md = render(board, "md")
-    assert "| nq " in md and "50.00" in md
+    assert "| nq " in md and "50.0 " in md and "50.00" not in md  # the terminal table's rounding
 
 
 def test_paired_comparison(store):
@@ -164,3 +164,69 @@ def test_leaderboard_command_collapses_sweeps_unless_asked(store, capsys):
     assert "spring[tokens=5]" in capsys.readouterr().out
     assert main(["leaderboard", "--results", str(store.root), "--suite", "nq", "--format", "md"]) == 0
     assert "also in the store, not shown: spring[tokens=1], spring[tokens=5]" in capsys.readouterr().out
+
+
+def _printed_numbers(out: str) -> dict[tuple[str, str], str]:
+    """(metric, row, column) -> cell text of every rich table in ``out`` (tables split by width are merged)."""
+    cells, header, metric = {}, None, None
+    for line in out.splitlines():
+        if " x100" in line and not line.startswith(("│", "┃")) and "|" not in line:
+            metric = line.split(" x100")[0]
+        if not line.startswith("│") and not line.startswith("┃"):
+            continue
+        parts = [p.strip() for p in line.strip("│┃").split("│" if line.startswith("│") else "┃")]
+        if line.startswith("┃"):
+            header = parts
+        elif header is not None:
+            for column, text in zip(header[1:], parts[1:]):
+                cells[(metric, parts[0], column)] = text
+    return cells
+
+
+def test_unrelated_cells_never_change_a_printed_number(store, capsys):
+    """Adding sweep values, another method and another method's dataset leaves every printed number as it was."""
+    argv = ["leaderboard", "--results", str(store.root), "--suite", "nq,popqa,triviaqa"]
+    assert main(argv) == 0
+    before = _printed_numbers(capsys.readouterr().out)
+    assert before[("EM", "avg all (2)", "spring[tokens=50]")].startswith("62.5 [")
+    for k in (1, 5):  # the tokens sweep of `harness plot tokens-sweep`
+        _write(store, "nq", {"name": "spring", "tokens": k}, [(0, 0), (0, 0), (0, 0), (1, 1)])
+        _write(store, "popqa", {"name": "spring", "tokens": k}, [(0, 0), (0, 0)])
+    for name in ("closed-book", "prompt-chat", "lora"):
+        _write(store, "nq", {"name": name}, [(0, 0), (0, 0), (1, 1), (1, 1)])
+    _write(store, "triviaqa", {"name": "lora"}, [(1, 1), (0, 0)])  # a dataset the old columns lack
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    after = _printed_numbers(printed)
+    renamed = {"avg all (2)": "avg all (3)", "avg in-domain (1)": "avg in-domain (2)"}  # the row now has triviaqa
+    for (metric, row, column), text in before.items():
+        if column == "n" and row.startswith("avg"):
+            continue  # an average row's n counts its datasets' questions
+        now = after[(metric, renamed.get(row, row), column)]
+        assert now.split(" of ")[0].rsplit(" ", 1)[0] == text or now == text, (row, column, text, now)
+    assert after[("EM", "avg all (3)", "prompt")].endswith(" 2 of 3")  # flagged, same number
+    assert not any("tokens=5]" in column for _, _, column in after)  # sweep values collapse into the headline k
+    assert "also in the store, not shown: spring[tokens=1], spring[tokens=5]" in printed
+
+
+def test_a_wide_leaderboard_splits_into_tables_that_fit(store):
+    from rich.console import Console
+
+    from harness.console import print_leaderboard
+
+    for name in ("closed-book", "concat", "prompt-chat", "prompt-fewshot", "lora", "prefix", "spring-plus"):
+        for dataset, scores in (("nq", [(1, 1), (0, 0), (0, 0), (1, 1)]), ("popqa", [(0, 0), (1, 1)])):
+            _write(store, dataset, {"name": name}, scores)
+    picked = select(cells_frame(store), ["nq", "popqa"])
+    out = Console(width=100, record=True, file=io.StringIO())
+    print_leaderboard(out, picked, ["nq", "popqa"], ["exact_match"], store)
+    text = out.export_text()
+    assert all(len(line) <= 100 for line in text.splitlines() if line[:1] in "┏┃┡│└")
+    assert "EM x100 (1/" in text and "…" not in text  # split, nothing truncated
+    columns = [c for line in text.splitlines() if line.startswith("┃") for c in (p.strip() for p in line.strip("┃").split("┃"))]
+    # Registry order (references first, then trained methods), the same as `harness run` prints.
+    methods = [c for c in columns if c not in ("dataset", "n")]
+    assert methods == [
+        "closed-book", "concat", "prompt", "prompt-chat", "prompt-fewshot", "spring[tokens=50]", "lora", "spring-plus", "prefix",
+    ]
+    assert all(f"{m}" in text for m in methods)

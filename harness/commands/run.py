@@ -158,7 +158,7 @@ def run_command(
             for name, values in CPU_TRAINING_PER_METHOD.items()
             if name in methods
         )
-    print_leaderboard(out, frame, datasets, ["exact_match", "f1"], context.store, config.methods, limit_note)
+    print_leaderboard(out, frame, datasets, ["exact_match", "f1"], context.store, note=limit_note)
     if variants_note:
         out.print(variants_note, markup=False, highlight=False, soft_wrap=True, style="dim")
 
