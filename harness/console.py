@@ -35,6 +35,7 @@ def frame_table(frame: Any, title: str, value_format: str = "{:.1f}") -> Table:
 def column_parts(frame: Any, width: int) -> list[list[str]]:
     """``frame``'s text columns in groups that each fit ``width`` terminal columns beside the row labels (and
     ``n``, repeated in every group), so a wide leaderboard is split into tables instead of truncating a number."""
+
     def needed(values: Any, header: str) -> int:
         return max([len(header), *(len(str(v)) for v in values)]) + 3  # one space of padding each side, one rule
 

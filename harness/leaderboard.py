@@ -302,12 +302,12 @@ def leaderboard(
         f" | {_n_text(int(n_per.min()), int(n_per.max()))} questions per dataset"
         f" | * held out | scores x100" + (" | avg rows: mean [95% bootstrap CI]" if store is not None else "")
     )
-    if any((coverage.loc[label] < _row_size(label)).any() for label in coverage.index[len(order) :]):
+    if any((coverage.loc[label] < row_dataset_count(label)).any() for label in coverage.index[len(order) :]):
         header += " | 'k of N': a column's average over the k of the row's N datasets it has"
     return Leaderboard(table=table, header=header, n=n, ci_low=ci_low, ci_high=ci_high, coverage=coverage)
 
 
-def _row_size(label: str) -> int:
+def row_dataset_count(label: str) -> int:
     """``avg all (11)`` -> 11: the number of datasets an average row is over; 1 for a dataset row."""
     match = re.fullmatch(r"avg .* \((\d+)\)", label)
     return int(match.group(1)) if match else 1
@@ -335,8 +335,9 @@ def display_table(board: Leaderboard, value_format: str = "{:.1f}") -> pd.DataFr
                 low, high = board.ci_low.loc[row, (method, metric)], board.ci_high.loc[row, (method, metric)]
                 if pd.notna(low) and pd.notna(high):
                     text += f" [{value_format.format(low)}, {value_format.format(high)}]"
-            if board.coverage is not None and pd.notna(value) and board.coverage.loc[row, (method, metric)] < _row_size(row):
-                text += f" {board.coverage.loc[row, (method, metric)]} of {_row_size(row)}"
+            have = board.coverage.loc[row, (method, metric)] if board.coverage is not None else row_dataset_count(row)
+            if pd.notna(value) and have < row_dataset_count(row):
+                text += f" {have} of {row_dataset_count(row)}"
             cells.append(text)
         shown[f"{method} {metric}"] = cells
     return shown

@@ -227,6 +227,14 @@ def test_a_wide_leaderboard_splits_into_tables_that_fit(store):
     # Registry order (references first, then trained methods), the same as `harness run` prints.
     methods = [c for c in columns if c not in ("dataset", "n")]
     assert methods == [
-        "closed-book", "concat", "prompt", "prompt-chat", "prompt-fewshot", "spring[tokens=50]", "lora", "spring-plus", "prefix",
+        "closed-book",
+        "concat",
+        "prompt",
+        "prompt-chat",
+        "prompt-fewshot",
+        "spring[tokens=50]",
+        "lora",
+        "spring-plus",
+        "prefix",
     ]
     assert all(f"{m}" in text for m in methods)

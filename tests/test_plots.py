@@ -269,3 +269,15 @@ def test_the_default_suite_is_what_the_store_covers():
     assert stored_suite(pd.concat([frame(["nq"]), frame(["mmlu"], harness="lm-eval")])) == "nq"
     with pytest.raises(HarnessError, match="holds no QA cell"):
         stored_suite(frame(["mmlu"], harness="lm-eval"))
+
+
+def test_leaderboard_heat_map_flags_an_average_over_fewer_datasets(tmp_path):
+    store = Store(tmp_path)
+    write_cell(store, "nq", {"name": "prompt"}, 0.5)
+    write_cell(store, "triviaqa", {"name": "prompt"}, 0.25)
+    write_cell(store, "nq", {"name": "closed-book"}, 0.5)  # no triviaqa cell
+    ax = render("leaderboard", plot_frame(store), suite=SUITE).axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    # closed-book's two averages (in-domain, all) are over nq only: flagged, with nq's own value; prompt's are not.
+    nq_closed_book = texts[0]  # row nq, first column (closed-book, in registry order)
+    assert [t for t in texts if "of" in t] == [f"{nq_closed_book}\n1 of 2"] * 2

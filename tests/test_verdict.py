@@ -281,4 +281,3 @@ def test_an_average_is_over_the_columns_own_datasets_and_flags_missing_ones(tmp_
     assert shown.loc["avg all (3)", "prompt EM"].endswith("]")  # complete: no flag
     assert shown.loc["avg held-out (1)", "closed-book EM"] == "-"
     assert "'k of N'" in board.header
-
