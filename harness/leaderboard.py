@@ -227,10 +227,11 @@ def leaderboard(
     shown (each column's average over its own datasets of the row, counted in ``coverage``).
 
     Columns follow ``method_order`` (method names; by default the registry's order, so every command and format
-    shows the same order), then the rest by name (numbers in labels compared as numbers). With ``store``, every average row gets a 95% percentile-bootstrap CI per column:
-    for each column one generator (``seed``) draws ``n_resamples`` resamples of the questions of each averaged
-    dataset in turn (table row order, the same indices for every metric); each average row averages the resampled
-    per-dataset means of its datasets (a macro average)."""
+    shows the same order), then the rest by name (numbers in labels compared as numbers). With ``store``, every
+    average row gets a 95% percentile-bootstrap CI per column: for each column one generator (``seed``) draws
+    ``n_resamples`` resamples of the questions of each of its averaged datasets in turn (table row order, the same
+    indices for every metric); each average row averages the resampled per-dataset means of those datasets (a
+    macro average)."""
     from harness.plugins import METHODS
 
     method_order = tuple(method_order) or tuple(METHODS.names())  # one column order for run, leaderboard, formats
@@ -502,6 +503,8 @@ def verdict_lines(
     (``compare``'s procedure: 1000 resamples, seed 0, questions both cells hold); when no reference shares an
     in-domain dataset, all shared datasets are used. No line when there is no reference. With several
     retriever/passage/backbone settings in ``picked``, each setting is judged on its own and named first."""
+    from harness.plugins import METHODS
+
     settings = list(picked[["retriever", "passages", "model"]].drop_duplicates().itertuples(index=False))
     lines = []
     for retriever, passages, model in settings:
@@ -510,7 +513,7 @@ def verdict_lines(
         prefix = ""
         if len(settings) > 1:
             prefix = f"{retriever} m={passages}" + (f" {model}" if picked["model"].nunique() > 1 else "") + ": "
-        labels = _ordered(cells["method"], method_order or ())
+        labels = _ordered(cells["method"], method_order or METHODS.names())  # the leaderboard's column order
         references = [label for label in labels if _base(label) in CHEAP_REFERENCES]
         means = cells.set_index(["method", "dataset"])[metric]
         datasets_of = {label: set(cells.loc[cells["method"] == label, "dataset"]) for label in labels}
