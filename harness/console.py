@@ -53,15 +53,13 @@ def column_parts(frame: Any, width: int) -> list[list[str]]:
     return [fixed + part for part in parts]
 
 
-def print_leaderboard(
-    out: Console, picked: Any, datasets: Any, metrics: Any, store: Any, method_order: Any = (), note: str = ""
-) -> None:
+def print_leaderboard(out: Console, picked: Any, datasets: Any, metrics: Any, store: Any, note: str = "") -> None:
     """The leaderboard as one rich table per metric (n, per-dataset means, averages with their 95% CIs), after
     one header line; then each trained method's verdict against the strongest cheap reference."""
     from harness.leaderboard import display_table, leaderboard, verdict_lines
     from harness.metrics import METRIC_LABELS
 
-    board = leaderboard(picked, datasets, metrics, method_order=method_order, store=store)  # one bootstrap for all
+    board = leaderboard(picked, datasets, metrics, store=store)  # one bootstrap for all
     out.print(escape(board.header + (f" | {note}" if note else "")), soft_wrap=True)
     shown = display_table(board)
     for metric in metrics:
@@ -73,7 +71,7 @@ def print_leaderboard(
             title = f"{METRIC_LABELS[metric]} x100" + (f" ({i}/{len(parts)})" if len(parts) > 1 else "")
             out.print(frame_table(table[part], title))
     metric = "exact_match" if "exact_match" in metrics else metrics[0]
-    for line in verdict_lines(store, picked, method_order=method_order, metric=metric):
+    for line in verdict_lines(store, picked, metric=metric):
         out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 

@@ -116,8 +116,8 @@ class Leaderboard:
     evaluated questions of each row over the columns (an average row: the sum over its datasets). ``ci_low`` and
     ``ci_high`` (same index and columns as ``table``) hold the 95% bootstrap CI of every average row (x100; NaN on
     dataset rows); they are ``None`` when the leaderboard was built without the store. ``coverage``
-    (same index and columns as ``table``, ints) counts the datasets behind each value: an average row's value is
-    over the column's own datasets of that row, ``k`` of the ``N`` in the row label."""
+    (same index and columns as ``table``, ints) counts the datasets behind each value and ``row_datasets`` (same
+    index) those of each row: an average row's value is over the column's own ``k`` of the row's ``N``."""
 
     table: pd.DataFrame
     header: str
@@ -125,6 +125,15 @@ class Leaderboard:
     ci_low: pd.DataFrame | None = field(default=None)
     ci_high: pd.DataFrame | None = field(default=None)
     coverage: pd.DataFrame | None = field(default=None)
+    row_datasets: pd.Series | None = field(default=None)
+
+
+def coverage_flag(board: Leaderboard, row: str, column: tuple[str, str]) -> str:
+    """``"k of N"`` where ``board``'s value at (row, column) is an average over fewer than the row's N datasets."""
+    if board.coverage is None or board.row_datasets is None or pd.isna(board.table.loc[row, column]):
+        return ""
+    have, of = int(board.coverage.loc[row, column]), int(board.row_datasets[row])
+    return f"{have} of {of}" if have < of else ""
 
 
 def select(
@@ -266,7 +275,9 @@ def leaderboard(
     }
     average_rows = {f"{label} ({len(members)})": members for label, members in groups.items() if members}
     coverage = table.notna().astype(int)
+    row_datasets = pd.Series(1, index=order)
     for label, members in average_rows.items():
+        row_datasets[label] = len(members)
         coverage.loc[label] = table.loc[members].notna().sum()
         table.loc[label] = table.loc[members].mean(skipna=True)
         n.loc[label] = n.loc[members].sum()
@@ -292,7 +303,7 @@ def leaderboard(
                     ci_low.loc[label, (column, metric_label)] = 100 * low[j]
                     ci_high.loc[label, (column, metric_label)] = 100 * high[j]
     shown = [f"{d} *" if d in SUITES["heldout"] else d for d in table.index]
-    for frame in (table, n, ci_low, ci_high, coverage):
+    for frame in (table, n, ci_low, ci_high, coverage, row_datasets):
         if frame is not None:
             frame.index = shown
     n = n.astype(int)
@@ -303,15 +314,11 @@ def leaderboard(
         f" | {_n_text(int(n_per.min()), int(n_per.max()))} questions per dataset"
         f" | * held out | scores x100" + (" | avg rows: mean [95% bootstrap CI]" if store is not None else "")
     )
-    if any((coverage.loc[label] < row_dataset_count(label)).any() for label in coverage.index[len(order) :]):
+    if (coverage.lt(row_datasets, axis=0) & table.notna()).any().any():
         header += " | 'k of N': a column's average over the k of the row's N datasets it has"
-    return Leaderboard(table=table, header=header, n=n, ci_low=ci_low, ci_high=ci_high, coverage=coverage)
-
-
-def row_dataset_count(label: str) -> int:
-    """``avg all (11)`` -> 11: the number of datasets an average row is over; 1 for a dataset row."""
-    match = re.fullmatch(r"avg .* \((\d+)\)", label)
-    return int(match.group(1)) if match else 1
+    return Leaderboard(
+        table=table, header=header, n=n, ci_low=ci_low, ci_high=ci_high, coverage=coverage, row_datasets=row_datasets
+    )
 
 
 def _n_text(low: int, high: int) -> str:
@@ -336,9 +343,8 @@ def display_table(board: Leaderboard, value_format: str = "{:.1f}") -> pd.DataFr
                 low, high = board.ci_low.loc[row, (method, metric)], board.ci_high.loc[row, (method, metric)]
                 if pd.notna(low) and pd.notna(high):
                     text += f" [{value_format.format(low)}, {value_format.format(high)}]"
-            have = board.coverage.loc[row, (method, metric)] if board.coverage is not None else row_dataset_count(row)
-            if pd.notna(value) and have < row_dataset_count(row):
-                text += f" {have} of {row_dataset_count(row)}"
+            flag = coverage_flag(board, row, (method, metric))
+            text += f" {flag}" if flag else ""
             cells.append(text)
         shown[f"{method} {metric}"] = cells
     return shown

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from harness.leaderboard import leaderboard, row_dataset_count, select
+from harness.leaderboard import coverage_flag, leaderboard, select
 from harness.metrics import METRIC_LABELS
 from harness.suites import resolve_suite
 from plots._frame import (
@@ -66,8 +66,6 @@ def leaderboard_heatmap(
     board = leaderboard(picked, datasets, [metric])
     table = board.table.xs(METRIC_LABELS.get(metric, metric), axis=1, level=1)
     table = table[_column_order(picked)]
-    assert board.coverage is not None  # leaderboard() always counts the datasets behind each value
-    coverage = board.coverage.xs(METRIC_LABELS.get(metric, metric), axis=1, level=1)[table.columns]
 
     values = table.to_numpy(float)
     n_rows, n_cols = values.shape
@@ -81,13 +79,12 @@ def leaderboard_heatmap(
     for i in range(n_rows):
         for j in range(n_cols):
             v = values[i, j]
-            have, of = coverage.iloc[i, j], row_dataset_count(str(table.index[i]))
-            flag = f"\n{have} of {of}" if not np.isnan(v) and have < of else ""  # an average over fewer datasets
+            flag = coverage_flag(board, table.index[i], (table.columns[j], METRIC_LABELS.get(metric, metric)))
             shade = 0.5 if high == low else (v - low) / (high - low)
             ax.text(
                 j,
                 i,
-                "-" if np.isnan(v) else f"{v:.1f}{flag}",
+                "-" if np.isnan(v) else f"{v:.1f}" + (f"\n{flag}" if flag else ""),  # flag: over fewer datasets
                 ha="center",
                 va="center",
                 fontsize=8,
