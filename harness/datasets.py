@@ -55,7 +55,7 @@ def load_examples(
     task = get_task(name)
     if split == "train" and task.held_out:
         raise HarnessError(f"{name} is a held-out dataset: it is never used for training")
-    root = None if source == "hub" else _resolve_data_dir_if_present(data_dir, required=source == "local")
+    root = task.own_root() or (None if source == "hub" else _resolve_data_dir_if_present(data_dir, required=source == "local"))
     examples = _load(task.name, split, root, source)
     return list(examples if limit is None else examples[:limit])
 
@@ -96,6 +96,11 @@ def resolve_source(task: type[Task], root: Path | None, source: Source) -> Liter
             f"{task.name} is not available offline: it needs the Hugging Face hub ({task.hub.repo}), which cannot be reached"
         )
     return "hub"
+
+
+def forget_loaded() -> None:
+    """Drop the loaded examples of this process (a ``--dataset-file`` dataset was registered again)."""
+    _load.cache_clear()
 
 
 @functools.lru_cache(maxsize=64)
@@ -184,7 +189,7 @@ class DatasetSummary:
 def summarize(name: str, data_dir: str | Path | None = None) -> DatasetSummary:
     """Load ``name`` (local files first) and count its splits; problems are reported, not raised."""
     task = get_task(name)
-    root = _resolve_data_dir_if_present(data_dir, required=data_dir is not None)
+    root = task.own_root() or _resolve_data_dir_if_present(data_dir, required=data_dir is not None)
     n_eval = n_train = None
     problem = None
     try:

@@ -43,9 +43,10 @@ class Registry(Generic[T]):
         self._entries: dict[str, T | str] = {}
         self._loaded = plugin_package is None
 
-    def register(self, name: str, target: T | str) -> T | str:
-        """Add ``name``; ``target`` is the object or a lazy ``"module:attribute"`` path."""
-        if name in self._entries:
+    def register(self, name: str, target: T | str, replace: bool = False) -> T | str:
+        """Add ``name``; ``target`` is the object or a lazy ``"module:attribute"`` path. ``replace`` lets a
+        run-time entry (a ``--dataset-file`` dataset) take the place of an earlier one of the same name."""
+        if name in self._entries and not replace:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._entries[name] = target
         return target

@@ -292,6 +292,7 @@ def plan(config: RunConfig, context: RunContext) -> tuple[list[Cell], list[str]]
                             decoding=decoding_spec,
                             scorer_version=SCORER_VERSION,
                             metrics=tuple(task.metrics),
+                            dataset_sha256=task.file_sha256,
                         )
                         cells.append(Cell(spec, method, retriever_name, tuple(examples)))
     return cells, notices

@@ -65,10 +65,15 @@ class CellSpec:
     scorer_version: str
     metrics: tuple[str, ...]
     schema_version: int = field(default=RESULT_SCHEMA_VERSION)
+    # The sha256 of a --dataset-file dataset's file (harness.dataset_file); None, and then absent from the
+    # canonical form (so the built-in datasets' keys are unchanged), for the built-in datasets.
+    dataset_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["metrics"] = list(self.metrics)
+        if self.dataset_sha256 is None:
+            del data["dataset_sha256"]
         return data
 
     @classmethod

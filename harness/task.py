@@ -47,6 +47,14 @@ class Task:
     # wiki-offline corpus), read by read_passages; None: the dataset ships none.
     passages_file: ClassVar[str | None] = None
     license: ClassVar[str] = ""
+    # The sha256 of the one file a dataset named on the command line is (harness.dataset_file); None for the
+    # built-in datasets, whose files are pinned by the data directory's manifest.
+    file_sha256: ClassVar[str | None] = None
+
+    @classmethod
+    def own_root(cls) -> Path | None:
+        """The folder ``eval_files`` are relative to when it is not the data directory (a ``--dataset-file``)."""
+        return None
 
     @classmethod
     def available_offline(cls, data_dir: Path) -> bool:

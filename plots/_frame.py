@@ -152,23 +152,20 @@ def lm_eval_cells(frame: pd.DataFrame) -> pd.DataFrame:
     return frame if frame.empty else frame[frame["harness"] == LM_EVAL]
 
 
-def stored_suite(frame: pd.DataFrame) -> str:
-    """The suite a plot averages over when none is named: what the store's QA cells cover.
+def suite_datasets(suite: str, frame: pd.DataFrame) -> tuple[str, ...]:
+    """The datasets of ``suite``, a name of the registry's or of a dataset ``frame`` holds (a ``--dataset-file``)."""
+    return resolve_suite(suite, also=() if frame.empty else set(frame["dataset"].dropna()))
 
-    The smallest registered suite that holds every dataset with QA cells, when those cells cover at least half
-    of it (the main job's 11 datasets -> ``qa12``, a qa9 run -> ``qa9``); else those datasets themselves,
-    comma-separated (a run on ``nq`` alone -> ``nq``)."""
-    from harness.plugins import DATASETS
-    from harness.suites import SUITES
+
+def stored_suite(frame: pd.DataFrame) -> str:
+    """The suite a plot averages over when none is named: what the store's QA cells cover
+    (:func:`harness.suites.covering_suite`)."""
+    from harness.suites import covering_suite
 
     stored = set(frame.loc[frame["harness"] != LM_EVAL, "dataset"]) if not frame.empty else set()
     if not stored:
         raise HarnessError("the result store holds no QA cell; run `harness run --suite qa12 --method spring,lora` first")
-    holding = sorted((len(members), name) for name, members in SUITES.items() if stored <= set(members))
-    if holding and 2 * len(stored) >= holding[0][0]:
-        return holding[0][1]
-    order = DATASETS.names()  # the registry's (the paper's table) order; a dataset no longer registered goes last
-    return ",".join(sorted(stored, key=lambda d: (order.index(d) if d in order else len(order), d)))
+    return covering_suite(stored)
 
 
 def resolve_model(cells: pd.DataFrame, model: str | None, what: str, hint: str) -> str:
@@ -507,7 +504,7 @@ def prompt_spring_sweep(
 
     ``fixed_value``/``tokens`` given by the user are honoured; otherwise the setting most ``varied`` values share
     is chosen (k preferring the largest)."""
-    datasets = resolve_suite(suite)
+    datasets = suite_datasets(suite, frame)
     cells = latest(qa_cells(frame, datasets))
     cells = cells[(cells["retriever"] != "none") & (cells["passages"] > 0)]
     prompt = cells[cells["method_name"] == PROMPT]

@@ -12,7 +12,6 @@ from matplotlib.figure import Figure
 
 from harness.leaderboard import coverage_flag, leaderboard, select
 from harness.metrics import METRIC_LABELS
-from harness.suites import resolve_suite
 from plots._frame import (
     PROMPT,
     caption,
@@ -25,6 +24,7 @@ from plots._frame import (
     resolve_model,
     restrict,
     run_command,
+    suite_datasets,
 )
 
 
@@ -53,7 +53,7 @@ def leaderboard_heatmap(
     metric: str = "exact_match",
 ) -> Figure:
     """Heat map of ``metric`` (x100): rows are the suite's datasets then the leaderboard's averages."""
-    datasets = resolve_suite(suite)
+    datasets = suite_datasets(suite, frame)
     cells = qa_cells(frame, datasets)
     hint = run_command("any", suite, model)
     model = resolve_model(cells, model, f"cells of {suite}", hint)

@@ -13,7 +13,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from harness.errors import HarnessError
-from harness.suites import resolve_suite
 from plots._frame import (
     PLACEMENT_HELP,
     PLACEMENTS,
@@ -34,6 +33,7 @@ from plots._frame import (
     resolve_model,
     restrict,
     run_command,
+    suite_datasets,
 )
 
 
@@ -47,7 +47,7 @@ def placement(
     metrics: Sequence[str] = QA_METRICS,
 ) -> Figure:
     """One bar per placement, one panel per metric (x100, dataset averages)."""
-    datasets = resolve_suite(suite)
+    datasets = suite_datasets(suite, frame)
     cells = latest(qa_cells(frame, datasets))
     spring = cells[(cells["method_name"] == SPRING) & ~cells["fixed_k"] & cells["tokens"].notna()]
     hint = run_command("placement", suite, model, retriever=retriever, passages=passages, tokens=tokens)

@@ -15,7 +15,6 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from harness.errors import HarnessError
-from harness.suites import resolve_suite
 from plots._frame import (
     PROMPT,
     QA_METRICS,
@@ -34,6 +33,7 @@ from plots._frame import (
     resolve_model,
     restrict,
     run_command,
+    suite_datasets,
 )
 
 SPRING_SERIES, FIXED_SERIES, PROMPT_SERIES = "SPRING", "fixed-k", "Prompt"
@@ -48,7 +48,7 @@ def tokens_sweep(
     metrics: Sequence[str] = QA_METRICS,
 ) -> Figure:
     """EM/F1 (x100, averaged over the suite's datasets) against k; one panel per metric."""
-    datasets = resolve_suite(suite)
+    datasets = suite_datasets(suite, frame)
     cells = latest(qa_cells(frame, datasets))
     spring_all = cells[(cells["method_name"] == SPRING) & cells["tokens"].notna() & (cells["placement"] == "rtq")]
     backbones = frame.loc[frame["harness"] != "lm-eval", "model"].unique() if not frame.empty else []

@@ -15,6 +15,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from harness.commands._dataset_file import ANSWERS_FIELD, DATASET_FILE, DATASET_NAME, dataset_from_flags
 from harness.console import console
 
 
@@ -180,6 +181,9 @@ def results_table(result: GenerateResult, title: str) -> Table:
 def generate(
     model: str = typer.Option("smollm2-135m", "--model", help="alias, hub id or local model folder"),
     dataset: str = typer.Option("nq", "--dataset", help="dataset name (harness ls datasets)"),
+    dataset_file: Path | None = DATASET_FILE,
+    dataset_name: str | None = DATASET_NAME,
+    answers_field: str | None = ANSWERS_FIELD,
     method: str = typer.Option("prompt", "--method", help="closed-book, concat, prompt, ..."),
     retriever: str = typer.Option("none", "--retriever", help="none, oracle, bm25, minilm, ..."),
     k: int = typer.Option(5, "--k", min=0, help="passages per question"),
@@ -199,6 +203,7 @@ def generate(
     show_input: bool = typer.Option(False, "--show-input", help="print the first example's full input"),
 ) -> None:
     """Answer --limit questions greedily; print question, gold, prediction, EM and F1 per example."""
+    dataset = dataset_from_flags(dataset_file, dataset_name, answers_field) or dataset
     result = generate_answers(
         model=model,
         dataset=dataset,

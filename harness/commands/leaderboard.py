@@ -35,7 +35,9 @@ def _check_stored(flag: str, column: str, values: list[str], frame) -> None:
 
 
 def leaderboard_command(
-    suite: str = typer.Option("qa12", "--suite", help="suite(s) or dataset(s), comma-separated"),
+    suite: str | None = typer.Option(
+        None, "--suite", help="suite(s) or dataset(s), comma-separated (default: what the store's cells cover)"
+    ),
     model: str | None = typer.Option(None, "--model", help="backbone id to show"),
     retriever: str | None = typer.Option(None, "--retriever", help="only cells of this retriever"),
     method: str | None = typer.Option(None, "--method", help="only these methods (labels), comma-separated"),
@@ -65,7 +67,7 @@ def leaderboard_command(
     from harness.metrics import METRICS
     from harness.paths import store_folder
     from harness.store import Store
-    from harness.suites import resolve_suite
+    from harness.suites import covering_suite, resolve_suite
 
     if fmt not in FORMATS:
         raise unknown_name("format", fmt, FORMATS)
@@ -79,9 +81,10 @@ def leaderboard_command(
     for name in metric_names:
         if name not in METRICS:
             raise unknown_name("metric", name, METRICS)
-    datasets = resolve_suite(suite)
     store = Store(results)
     frame = cells_frame(store)
+    stored = set(frame["dataset"]) if not frame.empty else set()  # --dataset-file datasets are known by the store
+    datasets = resolve_suite(suite or (covering_suite(stored) if stored else "qa12"), also=stored)
     if not frame.empty:  # an empty store is select's error; a filter naming nothing stored is said here
         for flag, column, values in (
             ("--model", "model", [model] if model else []),

@@ -13,11 +13,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from harness.commands._dataset_file import ANSWERS_FIELD, DATASET_FILE, DATASET_NAME, dataset_from_flags
 from harness.console import console
 
 
 def retrieve(
-    suite: str = typer.Option(..., "--suite", help="suite(s) and/or dataset(s), comma-separated (e.g. qa12, nq)"),
+    suite: str | None = typer.Option(None, "--suite", help="suite(s) and/or dataset(s), comma-separated (e.g. qa12, nq)"),
+    dataset_file: Path | None = DATASET_FILE,
+    dataset_name: str | None = DATASET_NAME,
+    answers_field: str | None = ANSWERS_FIELD,
     retriever: str = typer.Option("bm25", "--retriever", help="retriever(s), comma-separated (e.g. bm25,minilm)"),
     k: int = typer.Option(5, "--k", min=1, help="passages per question"),
     split: str = typer.Option("eval", "--split", help="eval or train"),
@@ -52,8 +56,12 @@ def retrieve(
     pairs = parse_options(option, shape="RETRIEVER.KEY=VALUE (e.g. minilm.faiss=HNSW32)")
     check_targets(pairs, (), names)
     options = {name: options_for(pairs, name) for name in names}
-    datasets = resolve_suite(suite)
-    parts = [part.strip() for part in suite.split(",") if part.strip()]
+    own = dataset_from_flags(dataset_file, dataset_name, answers_field)
+    if suite is None and own is None:
+        raise HarnessError("pass --suite (e.g. --suite nq) or --dataset-file FILE to say which questions to retrieve for")
+    suite_spec = ",".join(part for part in (suite, own) if part)
+    datasets = resolve_suite(suite_spec)
+    parts = [part.strip() for part in suite_spec.split(",") if part.strip()]
     explicit_only = all(part not in SUITES for part in parts)
     store = writable_folder(results_dir(results), "--results")
     out = console()

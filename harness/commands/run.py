@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from harness.commands._dataset_file import ANSWERS_FIELD, DATASET_FILE, DATASET_NAME, dataset_from_flags
 from harness.console import SpeedColumn, console, print_leaderboard
 from harness.errors import HarnessError
 
@@ -28,7 +29,12 @@ def _integers(value: str, flag: str, minimum: int) -> tuple[int, ...]:
 
 
 def run_command(
-    suite: str = typer.Option("qa12", "--suite", help="suite(s) or dataset(s), comma-separated"),
+    suite: str | None = typer.Option(
+        None, "--suite", help="suite(s) or dataset(s), comma-separated (default qa12; none with --dataset-file)"
+    ),
+    dataset_file: Path | None = DATASET_FILE,
+    dataset_name: str | None = DATASET_NAME,
+    answers_field: str | None = ANSWERS_FIELD,
     method: str = typer.Option("closed-book,concat,prompt", "--method", help="method(s), comma-separated"),
     reference: str = typer.Option(
         "auto",
@@ -71,6 +77,9 @@ def run_command(
     if limit is not None and full:
         raise HarnessError("--limit and --full contradict each other; pass one")
     writable_folder(results, "--results")
+    own = dataset_from_flags(dataset_file, dataset_name, answers_field)
+    # --dataset-file alone evaluates just the file; with --suite, the file is evaluated after the suite.
+    suite_spec = ("qa12" if suite is None else suite) if own is None else ",".join(part for part in (suite, own) if part)
     methods = _names(method, "--method")
     for name in methods:
         METHODS.check(name)
@@ -93,11 +102,11 @@ def run_command(
         if limit is None:
             from harness.power import cpu_sample_size
 
-            sample = cpu_sample_size(_offline_in_domain(resolve_suite(suite), data_dir))
+            sample = cpu_sample_size(_offline_in_domain(resolve_suite(suite_spec), data_dir))
             limit = sample.n
-    parts = [p.strip() for p in suite.split(",") if p.strip()]
+    parts = [p.strip() for p in suite_spec.split(",") if p.strip()]
     config = RunConfig(
-        datasets=resolve_suite(suite),
+        datasets=resolve_suite(suite_spec),
         methods=methods,
         retrievers=retrievers,
         passages=_integers(passages, "--passages", 1),
