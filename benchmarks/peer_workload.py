@@ -244,7 +244,8 @@ def main() -> None:
     low, high = PEER_RAG_QPS
     print(
         f"peer workload: {headline.qps:.2f} q/s ({headline.label}; {headline.qps / high:.2f}-{headline.qps / low:.2f}x "
-        f"the peer's {low}-{high} q/s measured in issue #18)"
+        f"issue #18's peer figures of {low}-{high} q/s, taken on another machine: flashrag_side_by_side.py measures "
+        "the ratio on this one)"
     )
 
 
