@@ -35,6 +35,7 @@ from harness.types import Example, Passage
 # the default backbone (BM25 top-3, lr 2e-3): SPRING's dev loss was 5.55, 5.11, 4.88, 4.84 at 64..256 questions
 # (it flattens at ~192, where the cap is); LoRA's 3.38, 3.29, 3.23 at 64..192, but its steps cost ~3x SPRING's,
 # so its cap is 128 questions to keep the main job within 15 minutes on 2 cores.
+DEFAULT_TRAINING_MIX = "indomain"
 CPU_TRAINING = {
     "examples": 192,
     "max_passages": 3,
@@ -73,13 +74,30 @@ class TrainingConfig:
     eval_every: int = 64  # training questions between dev-loss evaluations (0: never; no early stopping)
     patience: int = 3  # evaluations without a dev-loss gain of min_delta before stopping (0: never stop early)
     min_delta: float = 0.01
+    # The training pools: a suite or comma-separated datasets (the paper's in-domain mix by default). Keyed
+    # through the training data (its datasets and example ids), not here, so the default keeps earlier keys.
+    train_datasets: str = DEFAULT_TRAINING_MIX
 
     def spec(self) -> dict[str, Any]:
         from harness.segments import CUT_VERSION, PASSAGE_RESERVE
 
         # Under a cut, the passage budget rule (segments.fit_input) shapes every training input: keyed as at inference.
         cut = {"passage_reserve": PASSAGE_RESERVE, "cut_version": CUT_VERSION} if self.max_input_tokens else {}
-        return {**asdict(self), **cut}
+        spec = {**asdict(self), **cut}
+        del spec["train_datasets"]
+        return spec
+
+    @property
+    def mix(self) -> tuple[str, ...]:
+        """The datasets of ``train_datasets``."""
+        from harness.suites import resolve_suite
+
+        return resolve_suite(self.train_datasets)
+
+    @property
+    def mix_is_chosen(self) -> bool:
+        """True when the user named the mix: then every dataset of it must load (no silent skip)."""
+        return self.train_datasets != DEFAULT_TRAINING_MIX
 
     def __post_init__(self) -> None:
         for name in ("examples", "epochs", "batch_size", "max_passages"):
@@ -90,6 +108,14 @@ class TrainingConfig:
                 raise HarnessError(f"training option {name} must be >= 0 (got {getattr(self, name)})")
         if not self.lr > 0:
             raise HarnessError(f"training option lr must be > 0 (got {self.lr})")
+        from harness.plugins import DATASETS
+
+        for name in self.mix:  # unknown names: resolve_suite's did-you-mean
+            if DATASETS.get(name).held_out:
+                raise HarnessError(
+                    f"training option train_datasets={self.train_datasets}: {name} is a held-out dataset, never "
+                    "trained on; choose in-domain ones (e.g. train_datasets=nq,triviaqa)"
+                )
 
 
 @dataclass(frozen=True)
@@ -100,6 +126,11 @@ class TrainingData:
     datasets: tuple[str, ...]
     skipped: tuple[str, ...]  # datasets of the mix that could not be loaded (with the reason)
     dev: tuple[TrainItem, ...] = ()  # held out of the same pools, disjoint from ``items``: the dev-loss slice
+    counts: tuple[tuple[str, int, int], ...] = ()  # (dataset, training questions, dev questions), in mix order
+
+    def describe(self) -> str:
+        """The mix as printed before training: ``nq 96 (+16 dev), triviaqa 96 (+16 dev)``."""
+        return ", ".join(f"{name} {n}" + (f" (+{dev} dev)" if dev else "") for name, n, dev in self.counts)
 
     def spec(self) -> dict[str, Any]:
         spec = _items_spec(self.items)
@@ -121,12 +152,14 @@ def training_data(
     retrieve: Callable[[str, Sequence[Example]], Mapping[str, Sequence[Passage]]] | None,
     data_dir: Any = None,
     dev: int = 0,
+    strict: bool = False,
 ) -> TrainingData:
     """``budget`` questions drawn evenly (seeded) from the training pools of ``datasets``, with their passages,
     and ``dev`` more, drawn first and disjoint from them, as the dev slice.
 
     ``retrieve(dataset, examples) -> {example id: passages}`` serves the passages (the evaluation retriever's
-    cached runs); ``None`` trains without passages (closed-book tokens).
+    cached runs); ``None`` trains without passages (closed-book tokens). ``strict``: a pool that cannot be loaded
+    is an error (a mix the user chose), not a skipped dataset (the default mix, where msmarco is hub-only).
     """
     pools: dict[str, list[Example]] = {}
     skipped: list[str] = []
@@ -134,6 +167,8 @@ def training_data(
         try:
             pools[name] = load_examples(name, "train", data_dir=data_dir)
         except HarnessError as error:
+            if strict:
+                raise HarnessError(f"training pool {name} cannot be loaded: {error}") from None
             skipped.append(f"{name}: {error}")
     if not pools:
         raise HarnessError(f"no training pool could be loaded from {', '.join(datasets)}")
@@ -142,6 +177,7 @@ def training_data(
     share, extra = divmod(budget, len(pools))
     items: list[TrainItem] = []
     dev_items: list[TrainItem] = []
+    counts: list[tuple[str, int, int]] = []
     for index, (name, pool) in enumerate(pools.items()):
         order = rng.sample(range(len(pool)), len(pool))  # one seeded shuffle: dev first, then training
         cut = min(len(pool) // 2, dev_share + (index < dev_extra))
@@ -151,7 +187,8 @@ def training_data(
         passages = retrieve(name, examples) if retrieve is not None else {}
         dev_items += [TrainItem(pool[i], tuple(passages.get(pool[i].id, ()))) for i in dev_chosen]
         items += [TrainItem(pool[i], tuple(passages.get(pool[i].id, ()))) for i in chosen]
-    return TrainingData(tuple(items), tuple(pools), tuple(skipped), tuple(dev_items))
+        counts.append((name, len(chosen), len(dev_chosen)))
+    return TrainingData(tuple(items), tuple(pools), tuple(skipped), tuple(dev_items), tuple(counts))
 
 
 class Trainable(Protocol):

@@ -28,7 +28,6 @@ from harness.checkpoints import load_virtual_tokens, readable_checkpoint, save_v
 from harness.errors import HarnessError
 from harness.models import release_memory
 from harness.spec import content_hash
-from harness.suites import SUITES
 from harness.training import TrainingConfig, TrainingData, TrainingLog, training_data
 
 # Bump when the training procedure changes in a way that changes the trained weights.
@@ -38,7 +37,7 @@ PEFT_WEIGHTS = "adapter_model.safetensors"  # PEFT's adapter file; its presence 
 
 
 def mixed_training_data(context: Any, retriever: str, config: TrainingConfig) -> tuple[TrainingData, dict[str, Any]]:
-    """The in-domain training pools with passages from ``retriever``'s cached runs (none for ``none``), and the
+    """The training pools of ``config.mix`` (the in-domain ones by default) with passages from ``retriever``'s cached runs (none for ``none``), and the
     retriever spec used for each dataset."""
     specs: dict[str, Any] = {}
 
@@ -48,12 +47,13 @@ def mixed_training_data(context: Any, retriever: str, config: TrainingConfig) ->
         return {e.id: run.passages(e.id) for e in examples}
 
     data = training_data(
-        SUITES["indomain"],
+        config.mix,
         config.examples,
         config.seed,
         None if retriever == "none" else retrieve,
         context.data_dir,
         dev=config.dev_examples if config.eval_every else 0,
+        strict=config.mix_is_chosen,
     )
     return data, specs
 
@@ -110,6 +110,7 @@ def token_checkpoint(
 
         def train_and_publish(target: Path) -> None:
             context.log(f"training {describe} -> {target.name}")
+            context.log(f"  training mix: {data.describe()}")
             for note in data.skipped:
                 context.log(f"  training pool skipped: {note}")
             weights, log = train(data)
@@ -159,6 +160,7 @@ def adapter_folder(
 
     def train_into_staging(staging: Path) -> None:
         context.log(f"training {describe} -> {folder.name}")
+        context.log(f"  training mix: {data.describe()}")
         for note in data.skipped:
             context.log(f"  training pool skipped: {note}")
         train_into(data, staging, spec)

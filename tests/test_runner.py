@@ -9,6 +9,7 @@ from tiny_world import run_config as _config
 
 import harness.runner as runner_module
 from harness.cli import main
+from harness.errors import HarnessError
 from harness.models import load_model
 from harness.runner import RunConfig, RunContext, run
 from harness.store import Store
@@ -194,6 +195,20 @@ def test_a_token_sweep_prefills_each_question_once_and_equals_separate_cells(wor
         runner_module.compute_cell(cell, forced)
     assert sum(prefilled) == len(cells) * len(QUESTIONS)
     assert {cell.spec.method["tokens"]: stored(cell) for cell in cells} == together
+
+
+def test_a_chosen_training_mix_must_load_and_is_printed(world):
+    options = (("spring.examples", "3"), ("spring.batch_size", "2"), ("spring.dev_examples", "0"))
+    logged: list[str] = []
+    config = _config(world, methods=("spring",), tokens=(1,), method_options=(*options, ("spring.train_datasets", "nq")))
+    cells, _ = run(config, RunContext(config, log=logged.append))
+    assert "  training mix: nq 3" in logged
+    # The tiny world's default mix loads only nq too: the same training data, so the same checkpoint.
+    default, _ = run(_config(world, methods=("spring",), tokens=(1,), method_options=options))
+    assert default[0].key == cells[0].key
+    assert len(list((world["results"] / "checkpoints").glob("spring-*.safetensors"))) == 1
+    with pytest.raises(HarnessError, match="training pool triviaqa cannot be loaded"):
+        run(_config(world, methods=("spring",), tokens=(1,), method_options=(*options, ("spring.train_datasets", "nq,triviaqa"))))
 
 
 def test_lora_and_spring_plus_train_through_the_same_loop(world):

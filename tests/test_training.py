@@ -6,6 +6,7 @@ from tiny_model import tiny_loaded
 from harness.errors import HarnessError
 from harness.generation import HFBackend
 from harness.methods.spring import Spring, SpringTrainer, initial_tokens
+from harness.suites import SUITES
 from harness.training import TrainingConfig, TrainingData, TrainItem, dev_loss, train
 from harness.types import Example, Passage
 
@@ -80,3 +81,31 @@ def test_the_dev_slice_is_disjoint_from_training_and_keyed(monkeypatch):
 def test_bad_training_options_are_one_line_errors(field, value):
     with pytest.raises(HarnessError, match=field):
         TrainingConfig(**{field: value})
+
+
+def test_the_training_mix_is_chosen_checked_and_counted(monkeypatch):
+    from harness import training
+
+    with pytest.raises(HarnessError, match="popqa is a held-out dataset"):
+        TrainingConfig(train_datasets="nq,popqa")
+    with pytest.raises(HarnessError, match="Did you mean 'nq'"):
+        TrainingConfig(train_datasets="nqq")
+    assert TrainingConfig(train_datasets="nq,triviaqa").mix == ("nq", "triviaqa")
+    assert TrainingConfig().mix == SUITES["indomain"] and not TrainingConfig().mix_is_chosen
+    # The mix is keyed through the training data (datasets, ids), so the default keeps the keys it had.
+    assert (
+        "train_datasets" not in TrainingConfig().spec() and TrainingConfig().spec() == TrainingConfig(train_datasets="nq").spec()
+    )
+
+    pools = {"nq": [Example(f"nq/{i}", f"question {i}", ["a"]) for i in range(30)]}
+
+    def load(name, split, data_dir=None):
+        if name not in pools:
+            raise HarnessError(f"{name}: missing files")
+        return pools[name]
+
+    monkeypatch.setattr(training, "load_examples", load)
+    data = training.training_data(["nq", "triviaqa"], 10, 0, None, dev=4)
+    assert data.skipped == ("triviaqa: triviaqa: missing files",) and data.describe() == "nq 10 (+4 dev)"
+    with pytest.raises(HarnessError, match="training pool triviaqa cannot be loaded"):
+        training.training_data(["nq", "triviaqa"], 10, 0, None, strict=True)
