@@ -401,6 +401,18 @@ def _aligned(a: CellRecord, b: CellRecord, metric: str, common_only: bool = Fals
     return np.array([rows_b[i] - rows_a[i] for i in rows_a], dtype=float)
 
 
+def resolve_label(picked: pd.DataFrame, method: str) -> str:
+    """The column label ``method`` names: itself, or a bare method name's one variant among the selected cells
+    (``prompt-fewshot`` -> ``prompt-fewshot[shots=3]``); several variants are an error listing them."""
+    labels = set(picked["method"].unique())
+    variants = sorted((label for label in labels if _base(label) == method and label != method), key=_natural)
+    if method in labels or not variants:
+        return method
+    if len(variants) == 1:
+        return variants[0]
+    raise HarnessError(f"method {method!r} has several variants among the selected cells: {', '.join(variants)}; name one")
+
+
 def _cells_of(picked: pd.DataFrame, method: str) -> pd.DataFrame:
     cells = picked[picked["method"] == method].set_index("dataset")
     if cells.empty:
@@ -463,7 +475,9 @@ def _paired(
 def compare(
     store: Store, picked: pd.DataFrame, method_a: str, method_b: str, metric: str, n_resamples: int = 1000, seed: int = 0
 ) -> Comparison:
-    """Paired bootstrap of ``method_b - method_a`` on the datasets both have (in suite order)."""
+    """Paired bootstrap of ``method_b - method_a`` on the datasets both have (in suite order); a bare method name
+    stands for its one variant (:func:`resolve_label`)."""
+    method_a, method_b = resolve_label(picked, method_a), resolve_label(picked, method_b)
     by_method = {m: _cells_of(picked, m) for m in (method_a, method_b)}
     datasets = _dataset_order(d for d in by_method[method_a].index if d in by_method[method_b].index)
     if not datasets:

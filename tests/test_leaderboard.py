@@ -103,6 +103,13 @@ def test_paired_comparison(store):
     assert result.table.loc["average (2)", "diff"] == 37.5
     low, high = result.table.loc["nq", ["ci_low", "ci_high"]]
     assert 0.0 <= low <= 25.0 <= high <= 75.0  # paired diffs (0, 1, 0, 0): 4 draws hold three 1s < 5% of the time
+    # A bare method name stands for its only variant; with several, the error lists them.
+    bare = compare(store, picked, "prompt", "spring", "exact_match")
+    assert bare.table.equals(result.table) and bare.header == result.header
+    assert result.table["n"].tolist() == [4, 2, 6]  # integers, not +4.00
+    _write(store, "nq", {"name": "spring", "tokens": 5}, [(1, 1)])
+    with pytest.raises(HarnessError, match=r"several variants .*spring\[tokens=5\], spring\[tokens=50\]"):
+        compare(store, select(cells_frame(store), ["nq", "popqa"]), "prompt", "spring", "exact_match")
 
 
 def test_mixed_backbones_are_refused_unless_asked(store):
