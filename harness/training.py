@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from harness.datasets import load_examples
 from harness.errors import HarnessError
+from harness.registry import did_you_mean
 from harness.segments import Segment, split_after_passages
 from harness.spec import content_hash, example_ids_hash
 from harness.types import Example, Passage
@@ -36,6 +37,7 @@ from harness.types import Example, Passage
 # (it flattens at ~192, where the cap is); LoRA's 3.38, 3.29, 3.23 at 64..192, but its steps cost ~3x SPRING's,
 # so its cap is 128 questions to keep the main job within 15 minutes on 2 cores.
 DEFAULT_TRAINING_MIX = "indomain"
+TRAIN_PASSAGES = ("retrieved", "answer-bearing")
 CPU_TRAINING = {
     "examples": 192,
     "max_passages": 3,
@@ -77,6 +79,9 @@ class TrainingConfig:
     # The training pools: a suite or comma-separated datasets (the paper's in-domain mix by default). Keyed
     # through the training data (its datasets and example ids), not here, so the default keeps earlier keys.
     train_datasets: str = DEFAULT_TRAINING_MIX
+    # Which training questions keep their retrieved passages: "retrieved" (all drawn ones, the paper's setting) or
+    # "answer-bearing" (only those with a gold answer among their passages; same for every trained method).
+    train_passages: str = "retrieved"
 
     def spec(self) -> dict[str, Any]:
         from harness.segments import CUT_VERSION, PASSAGE_RESERVE
@@ -85,6 +90,8 @@ class TrainingConfig:
         cut = {"passage_reserve": PASSAGE_RESERVE, "cut_version": CUT_VERSION} if self.max_input_tokens else {}
         spec = {**asdict(self), **cut}
         del spec["train_datasets"]
+        if self.train_passages == "retrieved":  # the default keeps the keys it had before the option existed
+            del spec["train_passages"]
         return spec
 
     @property
@@ -108,6 +115,11 @@ class TrainingConfig:
                 raise HarnessError(f"training option {name} must be >= 0 (got {getattr(self, name)})")
         if not self.lr > 0:
             raise HarnessError(f"training option lr must be > 0 (got {self.lr})")
+        if self.train_passages not in TRAIN_PASSAGES:
+            raise HarnessError(
+                f"training option train_passages={self.train_passages} is none of {', '.join(TRAIN_PASSAGES)}."
+                f"{did_you_mean(self.train_passages, TRAIN_PASSAGES)}"
+            )
         from harness.plugins import DATASETS
 
         for name in self.mix:  # unknown names: resolve_suite's did-you-mean
@@ -127,10 +139,32 @@ class TrainingData:
     skipped: tuple[str, ...]  # datasets of the mix that could not be loaded (with the reason)
     dev: tuple[TrainItem, ...] = ()  # held out of the same pools, disjoint from ``items``: the dev-loss slice
     counts: tuple[tuple[str, int, int], ...] = ()  # (dataset, training questions, dev questions), in mix order
+    # (dataset, answer recall@m of its training passages, of its evaluation sample's): the training side from the
+    # drawn questions' passages, the evaluation side added by the engine (harness.weights), which holds the run's
+    # sample (None where unknown); not keyed: the ids and passages are.
+    answer_recall: tuple[tuple[str, float, float | None], ...] = ()
+    drawn: tuple[tuple[str, int], ...] = ()  # (dataset, questions drawn to find them): more than kept under answer-bearing
 
     def describe(self) -> str:
         """The mix as printed before training: ``nq 96 (+16 dev), triviaqa 96 (+16 dev)``."""
-        return ", ".join(f"{name} {n}" + (f" (+{dev} dev)" if dev else "") for name, n, dev in self.counts)
+        drawn = dict(self.drawn)
+
+        def one(name: str, n: int, dev: int) -> str:
+            kept = f"{n + dev} of {drawn[name]} drawn" if drawn.get(name, n + dev) != n + dev else ""
+            notes = "; ".join(part for part in (f"+{dev} dev" if dev else "", kept) if part)
+            return f"{name} {n}" + (f" ({notes})" if notes else "")
+
+        return ", ".join(one(*count) for count in self.counts)
+
+    def describe_recall(self, m: int) -> str:
+        """``answer recall@3 of the passages, training / evaluation: nq 0.21 / 0.64, ...`` ("" without passages)."""
+        if not self.answer_recall:
+            return ""
+        pairs = ", ".join(
+            f"{name} {train:.2f} / {'-' if evaluation is None else f'{evaluation:.2f}'}"
+            for name, train, evaluation in self.answer_recall
+        )
+        return f"answer recall@{m} of the passages, training / evaluation: {pairs}"
 
     def spec(self) -> dict[str, Any]:
         spec = _items_spec(self.items)
@@ -153,6 +187,7 @@ def training_data(
     data_dir: Any = None,
     dev: int = 0,
     strict: bool = False,
+    answer_bearing: bool = False,
 ) -> TrainingData:
     """``budget`` questions drawn evenly (seeded) from the training pools of ``datasets``, with their passages,
     and ``dev`` more, drawn first and disjoint from them, as the dev slice.
@@ -160,6 +195,8 @@ def training_data(
     ``retrieve(dataset, examples) -> {example id: passages}`` serves the passages (the evaluation retriever's
     cached runs); ``None`` trains without passages (closed-book tokens). ``strict``: a pool that cannot be loaded
     is an error (a mix the user chose), not a skipped dataset (the default mix, where msmarco is hub-only).
+    ``answer_bearing``: only questions whose retrieved passages hold a gold answer are kept, drawn in the same
+    seeded order until the budget is met or the pool is exhausted (``drawn`` counts how many were looked at).
     """
     pools: dict[str, list[Example]] = {}
     skipped: list[str] = []
@@ -178,17 +215,72 @@ def training_data(
     items: list[TrainItem] = []
     dev_items: list[TrainItem] = []
     counts: list[tuple[str, int, int]] = []
+    drawn_counts: list[tuple[str, int]] = []
+    recall: list[tuple[str, float, float | None]] = []
     for index, (name, pool) in enumerate(pools.items()):
         order = rng.sample(range(len(pool)), len(pool))  # one seeded shuffle: dev first, then training
-        cut = min(len(pool) // 2, dev_share + (index < dev_extra))
-        dev_chosen = sorted(order[:cut])
-        chosen = sorted(order[cut : cut + min(len(pool) - cut, share + (index < extra))])
-        examples = [pool[i] for i in dev_chosen + chosen]
-        passages = retrieve(name, examples) if retrieve is not None else {}
+        n_dev = min(len(pool) // 2, dev_share + (index < dev_extra))
+        n_train = min(len(pool) - n_dev, share + (index < extra))
+        passages: Mapping[str, Sequence[Passage]]
+        if answer_bearing and retrieve is not None:
+            kept, passages, drawn = _answer_bearing(name, pool, order, n_dev + n_train, retrieve)
+            n_dev = min(n_dev, len(kept) // 2)
+            dev_chosen, chosen = sorted(kept[:n_dev]), sorted(kept[n_dev : n_dev + n_train])
+        else:
+            dev_chosen, chosen = sorted(order[:n_dev]), sorted(order[n_dev : n_dev + n_train])
+            passages = retrieve(name, [pool[i] for i in dev_chosen + chosen]) if retrieve is not None else {}
+            drawn = len(dev_chosen) + len(chosen)
         dev_items += [TrainItem(pool[i], tuple(passages.get(pool[i].id, ()))) for i in dev_chosen]
         items += [TrainItem(pool[i], tuple(passages.get(pool[i].id, ()))) for i in chosen]
         counts.append((name, len(chosen), len(dev_chosen)))
-    return TrainingData(tuple(items), tuple(pools), tuple(skipped), tuple(dev_items), tuple(counts))
+        drawn_counts.append((name, drawn))
+        if retrieve is not None:
+            recall.append((name, _answer_share(name, [pool[i] for i in dev_chosen + chosen], passages), None))
+    return TrainingData(
+        tuple(items),
+        tuple(pools),
+        tuple(skipped),
+        tuple(dev_items),
+        tuple(counts),
+        answer_recall=tuple(recall),
+        drawn=tuple(drawn_counts),
+    )
+
+
+def _answer_share(name: str, examples: Sequence[Example], passages: Mapping[str, Sequence[Passage]]) -> float:
+    """The fraction of ``examples`` with a gold answer in their passages (DPR has_answer, as retrieval recall)."""
+    from harness.retrieval import golds_are_regexes, has_answer
+
+    regex = golds_are_regexes(name)
+    found = sum(any(has_answer(p.text, e.golds, regex) for p in passages.get(e.id, ())) for e in examples)
+    return found / len(examples) if examples else 0.0
+
+
+def _answer_bearing(
+    name: str,
+    pool: Sequence[Example],
+    order: Sequence[int],
+    wanted: int,
+    retrieve: Callable[[str, Sequence[Example]], Mapping[str, Sequence[Passage]]],
+) -> tuple[list[int], dict[str, Sequence[Passage]], int]:
+    """The first ``wanted`` questions of ``order`` whose retrieved passages hold a gold answer (DPR has_answer),
+    drawn in chunks; returns their pool indexes (in draw order), every drawn question's passages, and how many
+    were drawn."""
+    from harness.retrieval import golds_are_regexes, has_answer
+
+    regex = golds_are_regexes(name)
+    kept: list[int] = []
+    passages: dict[str, Sequence[Passage]] = {}
+    position = 0
+    while len(kept) < wanted and position < len(order):
+        chunk = list(order[position : position + max(4 * (wanted - len(kept)), 64)])
+        position += len(chunk)
+        found = retrieve(name, [pool[i] for i in chunk])
+        passages.update(found)
+        for i in chunk:
+            if len(kept) < wanted and any(has_answer(p.text, pool[i].golds, regex) for p in found.get(pool[i].id, ())):
+                kept.append(i)
+    return kept, passages, position
 
 
 class Trainable(Protocol):
@@ -217,6 +309,10 @@ class TrainingLog:
     best_step: int = 0  # the step whose weights were kept (the lowest dev loss)
     stopped_early: bool = False
     planned_steps: int = 0
+    # Per dataset of the mix: the answer recall@m of the training passages and of the evaluation sample's, at
+    # m = max_passages (TrainingData.answer_recall); a large gap means training reads passages that rarely hold
+    # the answer while evaluation reads ones that do.
+    answer_recall: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
 def batches(items: Sequence[TrainItem], size: int, rng: random.Random) -> Iterator[list[TrainItem]]:
@@ -249,7 +345,13 @@ def train(
     rng = random.Random(config.seed)
     parameters = trainable.parameters()
     evaluate = config.eval_every > 0 and bool(data.dev)
-    record = TrainingLog(trainable_parameters=sum(p.numel() for p in parameters), dev_examples=len(data.dev) if evaluate else 0)
+    record = TrainingLog(
+        trainable_parameters=sum(p.numel() for p in parameters),
+        dev_examples=len(data.dev) if evaluate else 0,
+        answer_recall={
+            name: {"train": train_recall, "eval": eval_recall} for name, train_recall, eval_recall in data.answer_recall
+        },
+    )
     total = config.epochs * math.ceil(len(data.items) / config.batch_size)
     record.planned_steps = total
     log(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,9 @@ PEFT_WEIGHTS = "adapter_model.safetensors"  # PEFT's adapter file; its presence 
 
 
 def mixed_training_data(context: Any, retriever: str, config: TrainingConfig) -> tuple[TrainingData, dict[str, Any]]:
-    """The training pools of ``config.mix`` (the in-domain ones by default) with passages from ``retriever``'s cached runs (none for ``none``), and the
-    retriever spec used for each dataset."""
+    """The training pools of ``config.mix`` (the in-domain ones by default) with passages from ``retriever``'s
+    cached runs (none for ``none``), the answer recall@m of those passages next to the evaluation sample's, and
+    the retriever spec used for each dataset."""
     specs: dict[str, Any] = {}
 
     def retrieve(dataset: str, examples: Any) -> dict[str, list]:
@@ -54,8 +56,35 @@ def mixed_training_data(context: Any, retriever: str, config: TrainingConfig) ->
         context.data_dir,
         dev=config.dev_examples if config.eval_every else 0,
         strict=config.mix_is_chosen,
+        answer_bearing=config.train_passages == "answer-bearing",
     )
-    return data, specs
+    recalls = tuple(
+        (name, train, _evaluation_recall(context, retriever, name, config.max_passages)) for name, train, _ in data.answer_recall
+    )
+    return replace(data, answer_recall=recalls), specs
+
+
+def _evaluation_recall(context: Any, retriever: str, dataset: str, m: int) -> float | None:
+    """Answer recall@m of ``retriever`` on the run's evaluation sample of ``dataset`` (None if it cannot load)."""
+    from harness.runner import select_examples
+
+    config = getattr(context, "config", None)
+    try:
+        examples = select_examples(dataset, getattr(config, "limit", None), context.seed, context.data_dir)
+    except HarnessError:
+        return None
+    run = context.retrieval(retriever, dataset, "eval", examples, m)
+    return run.recall.get(m, run.recall_at_k)
+
+
+def announce(context: Any, what: str, data: TrainingData, config: TrainingConfig) -> None:
+    """What a training run prints before its first step: what trains, the mix, the passages' answer recall."""
+    context.log(f"training {what}")
+    context.log(f"  training mix: {data.describe()}")
+    if data.answer_recall:
+        context.log(f"  {data.describe_recall(config.max_passages)}")
+    for note in data.skipped:
+        context.log(f"  training pool skipped: {note}")
 
 
 def training_spec(
@@ -109,10 +138,7 @@ def token_checkpoint(
             context.log(f"warning: {damaged} was damaged; moved to {aside.name} and trained again")
 
         def train_and_publish(target: Path) -> None:
-            context.log(f"training {describe} -> {target.name}")
-            context.log(f"  training mix: {data.describe()}")
-            for note in data.skipped:
-                context.log(f"  training pool skipped: {note}")
+            announce(context, f"{describe} -> {target.name}", data, config)
             weights, log = train(data)
             release_memory()
             metadata = {
@@ -159,10 +185,7 @@ def adapter_folder(
     folder = Path(context.results) / "checkpoints" / f"{folder_name}-{content_hash(spec)}"
 
     def train_into_staging(staging: Path) -> None:
-        context.log(f"training {describe} -> {folder.name}")
-        context.log(f"  training mix: {data.describe()}")
-        for note in data.skipped:
-            context.log(f"  training pool skipped: {note}")
+        announce(context, f"{describe} -> {folder.name}", data, config)
         train_into(data, staging, spec)
 
     # A fixed staging name (under the adapter's lock): what a SIGKILL leaves is cleared by the next build.

@@ -203,10 +203,24 @@ def test_a_chosen_training_mix_must_load_and_is_printed(world):
     config = _config(world, methods=("spring",), tokens=(1,), method_options=(*options, ("spring.train_datasets", "nq")))
     cells, _ = run(config, RunContext(config, log=logged.append))
     assert "  training mix: nq 3" in logged
+    # The training passages' answer recall beside the evaluation sample's (3 of the 5 tiny questions have an
+    # answer-bearing passage; of the 4 training questions, the Darwin and Paris ones do, the spider's '8' does not).
+    line = next(entry for entry in logged if "answer recall@" in entry)
+    recall = json.loads(next((world["results"] / "checkpoints").glob("spring-*.json")).read_text())["log"]["answer_recall"]
+    assert recall["nq"]["eval"] == 0.6 and round(recall["nq"]["train"], 2) in (0.33, 0.67)
+    assert line == f"  answer recall@5 of the passages, training / evaluation: nq {recall['nq']['train']:.2f} / 0.60"
     # The tiny world's default mix loads only nq too: the same training data, so the same checkpoint.
     default, _ = run(_config(world, methods=("spring",), tokens=(1,), method_options=options))
     assert default[0].key == cells[0].key
     assert len(list((world["results"] / "checkpoints").glob("spring-*.safetensors"))) == 1
+    # Answer-bearing training passages: only the Darwin and Paris training questions are kept, a new checkpoint.
+    logged.clear()
+    bearing = _config(
+        world, methods=("spring",), tokens=(1,), method_options=(*options, ("spring.train_passages", "answer-bearing"))
+    )
+    kept, _ = run(bearing, RunContext(bearing, log=logged.append))
+    assert "  training mix: nq 2 (2 of 4 drawn)" in logged and kept[0].key != cells[0].key
+    assert any(entry.endswith(": nq 1.00 / 0.60") for entry in logged)
     with pytest.raises(HarnessError, match="training pool triviaqa cannot be loaded"):
         run(_config(world, methods=("spring",), tokens=(1,), method_options=(*options, ("spring.train_datasets", "nq,triviaqa"))))
 

@@ -109,3 +109,32 @@ def test_the_training_mix_is_chosen_checked_and_counted(monkeypatch):
     assert data.skipped == ("triviaqa: triviaqa: missing files",) and data.describe() == "nq 10 (+4 dev)"
     with pytest.raises(HarnessError, match="training pool triviaqa cannot be loaded"):
         training.training_data(["nq", "triviaqa"], 10, 0, None, strict=True)
+
+
+def test_answer_bearing_training_passages_keep_only_questions_whose_passages_hold_an_answer(monkeypatch):
+    from harness import training
+
+    pool = [Example(f"nq/{i}", f"question {i}", [f"answer{i}"]) for i in range(40)]
+    monkeypatch.setattr(training, "load_examples", lambda name, split, data_dir=None: pool)
+
+    def retrieve(name, examples):  # every third question's passage holds its answer
+        return {
+            e.id: [Passage(f"p-{e.id}", "t", f"text with {e.golds[0] if int(e.id[3:]) % 3 == 0 else 'nothing'}")]
+            for e in examples
+        }
+
+    plain = training.training_data(["nq"], 9, 0, retrieve, dev=3)
+    ((name, share, _),) = plain.answer_recall
+    expected = sum(int(item.example.id[3:]) % 3 == 0 for item in (*plain.items, *plain.dev)) / 12
+    assert name == "nq" and share == expected and plain.describe() == "nq 9 (+3 dev)"
+    kept = training.training_data(["nq"], 9, 0, retrieve, dev=3, answer_bearing=True)
+    ids = [int(item.example.id[3:]) for item in (*kept.items, *kept.dev)]
+    assert len(kept.items) == 9 and len(kept.dev) == 3 and all(i % 3 == 0 for i in ids) and len(set(ids)) == 12
+    assert kept.answer_recall[0][1] == 1.0 and kept.describe() == "nq 9 (+3 dev; 12 of 40 drawn)"
+    # Fewer answer-bearing questions than the budget: all of them, said in the counts.
+    few = training.training_data(["nq"], 30, 0, retrieve, answer_bearing=True)
+    assert len(few.items) == 14 and few.describe() == "nq 14 (14 of 40 drawn)"
+    with pytest.raises(HarnessError, match="train_passages=gold is none of retrieved, answer-bearing"):
+        TrainingConfig(train_passages="gold")
+    assert TrainingConfig(train_passages="answer-bearing").spec()["train_passages"] == "answer-bearing"
+    assert "train_passages" not in TrainingConfig().spec()
