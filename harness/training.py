@@ -30,14 +30,15 @@ from harness.segments import Segment, split_after_passages
 from harness.spec import content_hash, example_ids_hash
 from harness.types import Example, Passage
 
+DEFAULT_TRAINING_MIX = "indomain"  # the suite trained methods train on unless train_datasets names another mix
+TRAIN_PASSAGES = ("retrieved", "answer-bearing")  # train_passages' choices (TrainingConfig)
+
 # The training budget of the CPU default (2 cores, ~15 minutes for the whole main job); --full lifts it.
 # At most `examples` questions, fewer when the dev loss plateaus first (README, "CPU budget"). Early stopping is
 # method-neutral: a trained method stops once 64 more questions lower its dev loss by less than 0.05. Measured on
 # the default backbone (BM25 top-3, lr 2e-3): SPRING's dev loss was 5.55, 5.11, 4.88, 4.84 at 64..256 questions
 # (it flattens at ~192, where the cap is); LoRA's 3.38, 3.29, 3.23 at 64..192, but its steps cost ~3x SPRING's,
 # so its cap is 128 questions to keep the main job within 15 minutes on 2 cores.
-DEFAULT_TRAINING_MIX = "indomain"
-TRAIN_PASSAGES = ("retrieved", "answer-bearing")
 CPU_TRAINING = {
     "examples": 192,
     "max_passages": 3,

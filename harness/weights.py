@@ -34,6 +34,7 @@ from harness.training import TrainingConfig, TrainingData, TrainingLog, training
 # Bump when the training procedure changes in a way that changes the trained weights.
 TRAINING_VERSION = 3  # 2: dev slice and early stopping; passage budget of segments.fit_input; 3: dense LM-head input
 # (bf16 training losses move in the 3rd decimal: a checkpoint trained before is not reused under the new key)
+RECALL_SAMPLE = 200  # evaluation questions per dataset for the recall printed beside training's, without --limit
 PEFT_WEIGHTS = "adapter_model.safetensors"  # PEFT's adapter file; its presence marks a finished folder
 
 
@@ -65,12 +66,14 @@ def mixed_training_data(context: Any, retriever: str, config: TrainingConfig) ->
 
 
 def _evaluation_recall(context: Any, retriever: str, dataset: str, m: int) -> float | None:
-    """Answer recall@m of ``retriever`` on the run's evaluation sample of ``dataset`` (None if it cannot load)."""
+    """Answer recall@m of ``retriever`` on the run's evaluation sample of ``dataset`` (None if it cannot load); a run
+    over full splits, and ``harness train``, use a seeded sample of RECALL_SAMPLE questions instead (a recall
+    estimate need not retrieve 11,000 TriviaQA questions)."""
     from harness.runner import select_examples
 
-    config = getattr(context, "config", None)
+    limit = getattr(getattr(context, "config", None), "limit", None) or RECALL_SAMPLE
     try:
-        examples = select_examples(dataset, getattr(config, "limit", None), context.seed, context.data_dir)
+        examples = select_examples(dataset, limit, context.seed, context.data_dir)
     except HarnessError:
         return None
     run = context.retrieval(retriever, dataset, "eval", examples, m)

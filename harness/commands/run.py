@@ -141,7 +141,8 @@ def run_command(
     with Progress(*columns, console=out, transient=False) as progress:
         cells, notices = run(config, context, progress)
     for notice in notices:
-        out.print(f"[yellow]{notice}[/yellow]")
+        # One line each, never wrapped: a notice names a file path to copy (a wrap could split it).
+        out.print(notice, style="yellow", soft_wrap=True, markup=False, highlight=False)
     if not cells:
         raise HarnessError("nothing to run: every dataset of the suite was skipped")
     frame = cells_frame(context.store)
