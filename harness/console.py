@@ -76,8 +76,10 @@ def print_leaderboard(out: Console, picked: Any, datasets: Any, metrics: Any, st
 
 
 class SpeedColumn(ProgressColumn):
-    """Examples per second of a progress task (blank until measurable)."""
+    """Examples per second of a progress task (blank until measurable); a task added with ``unit=None`` shows none,
+    another unit (``unit="q"``) is named as given."""
 
     def render(self, task: Any) -> Text:
+        unit = task.fields.get("unit", "ex")
         speed = task.finished_speed or task.speed
-        return Text(f"{speed:.2f} ex/s" if speed else "", style="progress.data.speed")
+        return Text(f"{speed:.2f} {unit}/s" if speed and unit else "", style="progress.data.speed")

@@ -411,16 +411,19 @@ def run(config: RunConfig, context: RunContext | None = None, progress: Any = No
             computed += sum(record is not None for record in compute_cells(group, context))
         context.log(f"cells: {computed} computed, {len(cells) - computed} read from the store")
         return cells, notices
+    from rich.markup import escape
+
     from harness.leaderboard import method_label
 
-    overall = progress.add_task("cells", total=len(todo))
+    # No overall bar for a run with nothing to compute; its speed is cells, not examples, per second (not shown).
+    overall = progress.add_task("cells", total=len(todo), unit=None, visible=bool(todo))
     done = 0
     for group in groups.values():
         tasks: dict[str, Any] = {}
         for cell in group:
             done += 1
             label = f"cell {done}/{len(todo)} {cell.spec.dataset} {method_label(cell.spec.method)} {cell.retriever} m={cell.spec.passages}"
-            tasks[cell.key] = progress.add_task(label, total=len(cell.examples))
+            tasks[cell.key] = progress.add_task(escape(label), total=len(cell.examples))  # labels hold [...]
 
         def advance(cell: Cell, n: int, tasks: dict[str, Any] = tasks) -> None:
             progress.advance(tasks[cell.key], n)

@@ -372,3 +372,29 @@ def test_spring_sweeps_a_few_token_counts_by_default(world):
     assert cpu == [1, 5, 50]
     asked = _config(world, methods=("spring",), cpu_budget=True, tokens=(2,))
     assert [m.tokens for m in method_instances("spring", asked)] == [2]
+
+
+def test_progress_labels_keep_their_brackets_and_the_cells_bar_shows_no_example_speed(world):
+    from types import SimpleNamespace
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from harness.console import SpeedColumn
+
+    console = Console(record=True, width=160, force_terminal=False)
+    config = _config(world, methods=("prompt-fewshot",), shots=(1,))
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), SpeedColumn(), console=console
+    ) as progress:
+        run(config, RunContext(config, log=lambda line: None), progress)
+    lines = console.export_text().splitlines()
+    cell = next(line for line in lines if line.startswith("cell 1/1"))
+    assert "nq prompt-fewshot[shots=1] bm25 m=2" in cell  # not eaten as rich markup
+    speed = SpeedColumn()
+    assert str(speed.render(SimpleNamespace(fields={}, finished_speed=None, speed=2.5))) == "2.50 ex/s"
+    assert str(speed.render(SimpleNamespace(fields={"unit": None}, finished_speed=5759.4, speed=None))) == ""  # cells bar
+    console = Console(record=True, width=160, force_terminal=False)  # all cached: no empty 0/0 bar
+    with Progress(TextColumn("{task.description}"), MofNCompleteColumn(), console=console) as progress:
+        run(config, RunContext(config, log=lambda line: None), progress)
+    assert "0/0" not in console.export_text()

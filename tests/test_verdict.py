@@ -2,6 +2,7 @@
 on synthetic stores with known per-question results; expected CIs come from an independent plain loop."""
 
 import io
+import json
 
 import numpy as np
 import pandas as pd
@@ -258,6 +259,10 @@ def test_cli_prints_the_verdict_and_integer_n(tmp_path, capsys):
     }
     assert rows["nq"][:3] == ["nq", "20", "+40.00"]  # n is an integer; the diff on nq is +40
     assert rows["average"][:3] == ["average (2)", "40", "+40.00"]
+    assert main([*args, "--compare", "prompt,spring", "--metrics", "exact_match", "--format", "json"]) == 0
+    (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # JSON, not Markdown
+    assert record["metric"] == "exact_match" and "spring[tokens=50] - prompt" in record["header"]
+    assert {r["dataset"]: (r["n"], r["diff"]) for r in record["rows"]}["nq"] == (20, 40.0)
     shown = comparison_display(compare(store, _picked(store), "prompt", "spring[tokens=50]", "exact_match"))
     assert list(shown["n"]) == ["20", "20", "40"]
 

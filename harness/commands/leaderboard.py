@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -113,6 +114,9 @@ def leaderboard_command(
             if fmt == "table":
                 out.print(escape(result.header), soft_wrap=True)  # a title would wrap at the narrow table's width
                 out.print(frame_table(comparison_display(result), ""))
+            elif fmt == "json":  # machine-readable: one object per metric, one record per dataset row
+                rows = result.table.round(3).reset_index().to_dict(orient="records")
+                print(json.dumps({"metric": metric, "header": result.header, "rows": rows}))
             else:
                 print(result.header)
                 print(result.table.round(3).to_csv() if fmt == "csv" else result.table.round(3).to_markdown())
