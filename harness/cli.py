@@ -26,8 +26,19 @@ app = typer.Typer(
 _debug = {"on": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from harness import __version__
+
+        print(f"harness {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _options(debug: bool = typer.Option(False, "--debug", help="show the full traceback of an error (for bug reports)")) -> None:
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="show the full traceback of an error (for bug reports)"),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version, help="print the version"),
+) -> None:
     _debug["on"] = debug
 
 

@@ -99,3 +99,10 @@ def test_help_shows_flags_as_flags(capsys):
     assert "<bool>" not in full and "evaluate the full" in full
     assert main(["preserve", "--help"]) == 0
     assert "<bool>" not in capsys.readouterr().out
+
+
+def test_version_flag(capsys):
+    from harness import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"harness {__version__}\n"
