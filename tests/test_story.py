@@ -26,7 +26,8 @@ def test_run_then_preserve_then_plot(world, real_data_dir, capsys):
     labels = set(cells_frame(Store(world["results"]))["method"])
     assert {"spring[tokens=1]", "spring[tokens=5]", "spring[tokens=50]", "prompt"} <= labels
     # The leaderboard shows SPRING's headline k and says where the other k went.
-    tables, note = " ".join(out.split()).split("also in the store, not shown: ")
+    board = out[out.index("EM x100") :]  # the leaderboard, after the progress bars (which name every cell)
+    tables, note = " ".join(board.split()).split("also in the store, not shown: ")
     assert "tokens=50]" in tables and "tokens=5]" not in tables and "tokens=1]" not in tables
     assert note.startswith("spring[tokens=1], spring[tokens=5] (`harness plot tokens-sweep` draws them)")
 
