@@ -128,13 +128,14 @@ def run_peer(questions: int, batch_size: int) -> dict:
     pipeline = SequentialPipeline(config)
     pipeline.retriever.batch_search(["warm up the index"])  # the numba kernels compile on the first search
     rows = {}
-    for label, run in (
-        ("flashrag standard RAG", lambda dataset: pipeline.run(dataset, do_eval=True)),
-        ("flashrag no retrieval", lambda dataset: no_retrieval(config, pipeline).naive_run(dataset, do_eval=True)),
+    for label, prompt, run in (
+        ("flashrag standard RAG", pipeline.prompt_template, pipeline.run),
+        ("flashrag no retrieval", no_retrieval_prompt(config), pipeline.naive_run),
     ):
+        pipeline.prompt_template = prompt  # naive_run reads the same attribute: one generator and retriever for both
         dataset = get_dataset(config)["test"]
         started = time.perf_counter()
-        output = run(dataset)
+        output = run(dataset, do_eval=True)
         seconds = time.perf_counter() - started
         scores = {
             name: 100 * sum(item.metric_score[key] for item in output) / len(output)
@@ -146,20 +147,15 @@ def run_peer(questions: int, batch_size: int) -> dict:
     return rows
 
 
-def no_retrieval(config, pipeline):
-    """FlashRAG's naive-generation pipeline: its no-retrieval prompt, the same generator."""
-    from flashrag.pipeline import SequentialPipeline
+def no_retrieval_prompt(config):
+    """FlashRAG's naive-generation prompt (its quick-start's no-retrieval template)."""
     from flashrag.prompt import PromptTemplate
 
-    template = PromptTemplate(
+    return PromptTemplate(
         config,
         system_prompt="Answer the question based on your own knowledge. Only give me the answer and do not output any other words.",
         user_prompt="Question: {question}",
     )
-    naive = SequentialPipeline.__new__(SequentialPipeline)
-    naive.__dict__.update(pipeline.__dict__)
-    naive.prompt_template = template
-    return naive
 
 
 def child(side: str, questions: int, batch_size: int) -> None:

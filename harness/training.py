@@ -248,12 +248,19 @@ def training_data(
     )
 
 
+def _holds_answer(example: Example, passages: Sequence[Passage], regex: bool) -> bool:
+    """Whether one of ``passages`` holds a gold answer of ``example`` (DPR has_answer, as retrieval recall)."""
+    from harness.retrieval import has_answer
+
+    return any(has_answer(p.text, example.golds, regex) for p in passages)
+
+
 def _answer_share(name: str, examples: Sequence[Example], passages: Mapping[str, Sequence[Passage]]) -> float:
-    """The fraction of ``examples`` with a gold answer in their passages (DPR has_answer, as retrieval recall)."""
-    from harness.retrieval import golds_are_regexes, has_answer
+    """The fraction of ``examples`` with a gold answer in their passages."""
+    from harness.retrieval import golds_are_regexes
 
     regex = golds_are_regexes(name)
-    found = sum(any(has_answer(p.text, e.golds, regex) for p in passages.get(e.id, ())) for e in examples)
+    found = sum(_holds_answer(e, passages.get(e.id, ()), regex) for e in examples)
     return found / len(examples) if examples else 0.0
 
 
@@ -264,10 +271,9 @@ def _answer_bearing(
     wanted: int,
     retrieve: Callable[[str, Sequence[Example]], Mapping[str, Sequence[Passage]]],
 ) -> tuple[list[int], dict[str, Sequence[Passage]], int]:
-    """The first ``wanted`` questions of ``order`` whose retrieved passages hold a gold answer (DPR has_answer),
-    drawn in chunks; returns their pool indexes (in draw order), every drawn question's passages, and how many
-    were drawn."""
-    from harness.retrieval import golds_are_regexes, has_answer
+    """The first ``wanted`` questions of ``order`` whose retrieved passages hold a gold answer, drawn in chunks;
+    returns their pool indexes (in draw order), every drawn question's passages, and how many were drawn."""
+    from harness.retrieval import golds_are_regexes
 
     regex = golds_are_regexes(name)
     kept: list[int] = []
@@ -279,7 +285,7 @@ def _answer_bearing(
         found = retrieve(name, [pool[i] for i in chunk])
         passages.update(found)
         for i in chunk:
-            if len(kept) < wanted and any(has_answer(p.text, pool[i].golds, regex) for p in found.get(pool[i].id, ())):
+            if len(kept) < wanted and _holds_answer(pool[i], found.get(pool[i].id, ()), regex):
                 kept.append(i)
     return kept, passages, position
 

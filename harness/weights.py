@@ -40,8 +40,7 @@ PEFT_WEIGHTS = "adapter_model.safetensors"  # PEFT's adapter file; its presence 
 
 def mixed_training_data(context: Any, retriever: str, config: TrainingConfig) -> tuple[TrainingData, dict[str, Any]]:
     """The training pools of ``config.mix`` (the in-domain ones by default) with passages from ``retriever``'s
-    cached runs (none for ``none``), the answer recall@m of those passages next to the evaluation sample's, and
-    the retriever spec used for each dataset."""
+    cached runs (none for ``none``), and the retriever spec used for each dataset."""
     specs: dict[str, Any] = {}
 
     def retrieve(dataset: str, examples: Any) -> dict[str, list]:
@@ -59,10 +58,7 @@ def mixed_training_data(context: Any, retriever: str, config: TrainingConfig) ->
         strict=config.mix_is_chosen,
         answer_bearing=config.train_passages == "answer-bearing",
     )
-    recalls = tuple(
-        (name, train, _evaluation_recall(context, retriever, name, config.max_passages)) for name, train, _ in data.answer_recall
-    )
-    return replace(data, answer_recall=recalls), specs
+    return data, specs
 
 
 def _evaluation_recall(context: Any, retriever: str, dataset: str, m: int) -> float | None:
@@ -80,14 +76,25 @@ def _evaluation_recall(context: Any, retriever: str, dataset: str, m: int) -> fl
     return run.recall.get(m, run.recall_at_k)
 
 
-def announce(context: Any, what: str, data: TrainingData, config: TrainingConfig) -> None:
-    """What a training run prints before its first step: what trains, the mix, the passages' answer recall."""
+def announce(context: Any, what: str, data: TrainingData, config: TrainingConfig, retriever: str) -> TrainingData:
+    """Print what a training run is about to do (what trains, the mix, the training passages' answer recall beside
+    the evaluation sample's) and return ``data`` with that evaluation recall, which the training log keeps.
+
+    Only a run that trains calls it: a cached checkpoint's spec never retrieves evaluation questions for it."""
+    data = replace(
+        data,
+        answer_recall=tuple(
+            (name, train, _evaluation_recall(context, retriever, name, config.max_passages))
+            for name, train, _ in data.answer_recall
+        ),
+    )
     context.log(f"training {what}")
     context.log(f"  training mix: {data.describe()}")
     if data.answer_recall:
         context.log(f"  {data.describe_recall(config.max_passages)}")
     for note in data.skipped:
         context.log(f"  training pool skipped: {note}")
+    return data
 
 
 def training_spec(
@@ -141,8 +148,7 @@ def token_checkpoint(
             context.log(f"warning: {damaged} was damaged; moved to {aside.name} and trained again")
 
         def train_and_publish(target: Path) -> None:
-            announce(context, f"{describe} -> {target.name}", data, config)
-            weights, log = train(data)
+            weights, log = train(announce(context, f"{describe} -> {target.name}", data, config, retriever))
             release_memory()
             metadata = {
                 "backbone": context.model_spec["model"],
@@ -188,8 +194,7 @@ def adapter_folder(
     folder = Path(context.results) / "checkpoints" / f"{folder_name}-{content_hash(spec)}"
 
     def train_into_staging(staging: Path) -> None:
-        announce(context, f"{describe} -> {folder.name}", data, config)
-        train_into(data, staging, spec)
+        train_into(announce(context, f"{describe} -> {folder.name}", data, config, retriever), staging, spec)
 
     # A fixed staging name (under the adapter's lock): what a SIGKILL leaves is cleared by the next build.
     staging = folder.parent / f".{folder.name}.staging"
