@@ -8,10 +8,25 @@ import sys
 
 import typer
 
+from harness import invocation
 from harness.errors import HarnessError
 
 # Each module exposes register(app); the order is the order of `harness --help`.
-COMMAND_MODULES = ("ls", "data", "corpus", "retrieve", "generate", "train", "run", "preserve", "leaderboard", "plot", "store")
+COMMAND_MODULES = (
+    "ls",
+    "data",
+    "corpus",
+    "retrieve",
+    "generate",
+    "train",
+    "run",
+    "preserve",
+    "leaderboard",
+    "plot",
+    "diff",
+    "report",
+    "store",
+)
 
 app = typer.Typer(
     name="harness",
@@ -56,6 +71,7 @@ USER_FIXABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.E
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and exit code 2, never a traceback."""
     _debug["on"] = False
+    invocation.record(sys.argv[1:] if argv is None else argv)
     try:
         # Not standalone: click's usage errors come back here, to be printed as one line like every other error.
         code = app(args=argv, prog_name="harness", standalone_mode=False)

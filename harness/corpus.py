@@ -413,6 +413,21 @@ def prepare_corpus(path: str | os.PathLike, name: str | None = None) -> Corpus:
     return Corpus(corpora_dir() / "stores" / json.loads(pointer.read_text(encoding="utf-8"))["fingerprint"])
 
 
+def prepared_corpus(fingerprint: str) -> Corpus | None:
+    """The corpus prepared on this machine whose content fingerprint is ``fingerprint``, or ``None``.
+
+    Looks at ``wiki-offline`` and at every user corpus prepared from a file; readers of a store (``harness
+    report``) use it to show the passages a cell's retriever read, by the fingerprint its spec records."""
+    candidates = [default_corpus_dir(), corpora_dir() / "stores" / fingerprint]
+    for directory in candidates:
+        if (directory / "meta.json").is_file():
+            corpus = Corpus(directory)
+            if corpus.fingerprint == fingerprint:
+                return corpus
+            corpus.close()
+    return None
+
+
 def open_corpus(ref: str | os.PathLike = DEFAULT_CORPUS) -> Corpus:
     """The corpus named ``ref``: ``"wiki-offline"`` (built by ``harness corpus build``) or a passage file path."""
     if str(ref) == DEFAULT_CORPUS:

@@ -22,6 +22,8 @@ from harness.registry import did_you_mean
 from harness.store import CellRecord, Store
 from harness.suites import SUITES
 
+LM_EVAL = "lm-eval"  # the ``harness`` column of a preservation cell (an lm-eval task, not a QA dataset)
+
 # Method parameters shown in a row label, in this order, when a method spec carries them and differs from the
 # method's own default (its class's ``label_defaults``: e.g. SPRING's placement rtq, prefix's trq and fixed k).
 LABEL_PARAMETERS = ("tokens", "fixed_k", "placement", "impl", "shots")
@@ -81,7 +83,9 @@ def headline_variants(picked: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
 
 def cells_frame(store: Store) -> pd.DataFrame:
-    """One row per complete cell: identity columns plus ``<metric>``, ``<metric>_low``, ``<metric>_high``."""
+    """One row per complete cell: identity columns plus ``<metric>``, ``<metric>_low``, ``<metric>_high``.
+
+    ``harness`` is ``lm-eval`` for a preservation cell (`harness preserve`) and ``qa`` for a QA cell."""
     rows = []
     for cell in store.cells():
         spec = cell.spec
@@ -93,6 +97,7 @@ def cells_frame(store: Store) -> pd.DataFrame:
             "n": spec.n_examples,
             "example_ids_hash": spec.example_ids_hash,
             "held_out": spec.dataset in SUITES["heldout"],
+            "harness": LM_EVAL if dict(spec.decoding).get("harness") == LM_EVAL else "qa",
             "method": method_label(dict(spec.method)),
             "family": family,
             "headline": swept,
@@ -512,21 +517,36 @@ def _signed(value: float) -> str:
     return "+0.0" if text == "-0.0" else text
 
 
-def verdict_lines(
-    store: Store, picked: pd.DataFrame, method_order: Sequence[str] | None = None, metric: str = "exact_match"
-) -> list[str]:
-    """One line per trained method label: its paired difference to the strongest cheap reference.
+@dataclass(frozen=True)
+class VerdictPair:
+    """A trained method and the cheap reference it is judged against, in one retriever/passages/backbone setting.
+
+    ``cells`` are the setting's cells (one per method and dataset), ``datasets`` those the two are compared on
+    (suite order), ``scope`` ``"in-domain"`` or ``"all datasets"``, ``prefix`` the setting's name on a line
+    (empty when ``picked`` holds one setting)."""
+
+    trained: str
+    reference: str
+    scope: str
+    datasets: tuple[str, ...]
+    cells: pd.DataFrame
+    prefix: str
+
+
+def verdict_pairs(
+    picked: pd.DataFrame, method_order: Sequence[str] | None = None, metric: str = "exact_match"
+) -> list[VerdictPair]:
+    """Each trained method label of ``picked`` with the strongest cheap reference of its setting.
 
     The reference is, among labels whose base name is prompt, prompt-chat or prompt-fewshot, the one with the
     highest mean ``metric`` over the in-domain datasets it shares with the trained method (ties: the first in
-    column order). The difference is the macro average over those datasets with a paired bootstrap 95% CI
-    (``compare``'s procedure: 1000 resamples, seed 0, questions both cells hold); when no reference shares an
-    in-domain dataset, all shared datasets are used. No line when there is no reference. With several
-    retriever/passage/backbone settings in ``picked``, each setting is judged on its own and named first."""
+    column order); when no reference shares an in-domain dataset, all shared datasets are used. A trained method
+    with no reference gets no pair. With several retriever/passage/backbone settings in ``picked``, each setting
+    is judged on its own."""
     from harness.plugins import METHODS
 
     settings = list(picked[["retriever", "passages", "model"]].drop_duplicates().itertuples(index=False))
-    lines = []
+    pairs = []
     for retriever, passages, model in settings:
         cells = picked[(picked["retriever"] == retriever) & (picked["passages"] == passages) & (picked["model"] == model)]
         cells = cells.drop_duplicates(["method", "dataset"], keep="last")  # one cell per method and dataset
@@ -549,18 +569,30 @@ def verdict_lines(
                 rank = (scope == "in-domain", score)
                 if best is None or rank > best[0]:
                     best = (rank, scope, _dataset_order(members), reference)
-            if best is None:
-                continue
-            _, scope, members, reference = best
-            table = _paired(store, cells, reference, trained, metric, members, 1000, 0, common_only=True)
-            if table.empty:
-                continue
-            members, average = list(table.index[:-1]), table.iloc[-1]
-            low, high = average["ci_low"], average["ci_high"]
-            verdict = "the CI includes 0: no significant difference" if low <= 0 <= high else "significant at 95%"
-            count = f"{len(members)} dataset" + ("s" if len(members) != 1 else "")
-            lines.append(
-                f"{prefix}{trained} \u2212 {reference}: {_signed(average['diff'])} {METRIC_LABELS[metric]} "
-                f"[{_signed(low)}, {_signed(high)}] over {int(average['n'])} paired questions ({scope}, {count}); {verdict}"
-            )
+            if best is not None:
+                _, scope, members, reference = best
+                pairs.append(VerdictPair(trained, reference, scope, tuple(members), cells, prefix))
+    return pairs
+
+
+def verdict_lines(
+    store: Store, picked: pd.DataFrame, method_order: Sequence[str] | None = None, metric: str = "exact_match"
+) -> list[str]:
+    """One line per :func:`verdict_pairs` pair: the trained method's paired difference to its reference.
+
+    The difference is the macro average over the pair's datasets with a paired bootstrap 95% CI (``compare``'s
+    procedure: 1000 resamples, seed 0, questions both cells hold). No line when there is no reference."""
+    lines = []
+    for pair in verdict_pairs(picked, method_order, metric):
+        table = _paired(store, pair.cells, pair.reference, pair.trained, metric, pair.datasets, 1000, 0, common_only=True)
+        if table.empty:
+            continue
+        members, average = list(table.index[:-1]), table.iloc[-1]
+        low, high = average["ci_low"], average["ci_high"]
+        verdict = "the CI includes 0: no significant difference" if low <= 0 <= high else "significant at 95%"
+        count = f"{len(members)} dataset" + ("s" if len(members) != 1 else "")
+        lines.append(
+            f"{pair.prefix}{pair.trained} \u2212 {pair.reference}: {_signed(average['diff'])} {METRIC_LABELS[metric]} "
+            f"[{_signed(low)}, {_signed(high)}] over {int(average['n'])} paired questions ({pair.scope}, {count}); {verdict}"
+        )
     return lines

@@ -21,6 +21,7 @@ from harness import __version__
 from harness.corpus import DEFAULT_CORPUS
 from harness.datasets import load_examples
 from harness.errors import HarnessError
+from harness.invocation import command_line
 from harness.metrics import METRICS, SCORER_VERSION
 from harness.options import check_targets, declared_values, option_fields, options_for, parse_options, typed_value
 from harness.plugins import DATASETS, METHODS
@@ -334,6 +335,7 @@ def compute_cells(
         "seed": config.seed,
         "batch_size": config.batch_size,
         "corpus": config.corpus,
+        "command": command_line(),
     }
     store = context.store
     records: list[CellRecord | None] = [None] * len(cells)

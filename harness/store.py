@@ -2,7 +2,7 @@
 
 Layout under the store root (``results/`` by default)::
 
-    runs/<key>/spec.json             the cell spec (keyed fields) + provenance (code version, time, batch size)
+    runs/<key>/spec.json             the cell spec (keyed fields) + provenance (code version, time, batch size, command)
     runs/<key>/predictions.jsonl     one line per example, in evaluation order
     runs/<key>/metrics.json          means, bootstrap 95% CIs and the predictions' sha256; present = complete
     runs/.partial-<key>/...          a cell being written; renamed to runs/<key> atomically when finished

@@ -38,7 +38,8 @@ def resolve_suite(spec: str, also: Iterable[str] = ()) -> tuple[str, ...]:
         elif part in DATASETS or part in extra:
             names.append(part)
         else:
-            raise unknown_name("suite or dataset", part, [*SUITES, *DATASETS.names(), *sorted(extra)])
+            known = dict.fromkeys([*SUITES, *DATASETS.names(), *sorted(extra)])  # a stored dataset is often registered too
+            raise unknown_name("suite or dataset", part, list(known))
     if not names:
         raise HarnessError(
             f"--suite {spec!r} names no suite or dataset; pass e.g. --suite qa12 or --suite nq,popqa ({', '.join(SUITES)})"

@@ -27,13 +27,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from harness.errors import HarnessError
-from harness.leaderboard import cells_frame
+from harness.leaderboard import LM_EVAL, cells_frame
 from harness.metrics import METRIC_LABELS
 from harness.store import Store
 from harness.suites import resolve_suite
 
 QA_METRICS = ("exact_match", "f1")
-LM_EVAL = "lm-eval"
 PROMPT, SPRING = "prompt", "spring"
 PLACEMENTS = ("trq", "rtq", "rqt")  # t: virtual tokens, r: retrieved passages, q: question; rtq is SPRING's
 PLACEMENT_HELP = "t = virtual tokens, r = retrieved passages, q = question (rtq is SPRING's default)"
@@ -118,7 +117,6 @@ def plot_frame(store: Store | pd.DataFrame) -> pd.DataFrame:
                 "plugged": method.get("plugged"),
                 "retriever_name": retriever_name(retriever),
                 "corpus": corpus_label(retriever),
-                "harness": LM_EVAL if decoding.get("harness") == LM_EVAL else "qa",
                 "num_fewshot": decoding.get("num_fewshot"),
                 "metric_names": tuple(spec.metrics),
             }

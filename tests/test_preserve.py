@@ -410,3 +410,16 @@ def test_as_typed_the_command_takes_the_cpu_sample_and_the_store_s_methods(loade
     assert cell.spec.n_examples == 3 and cell.spec.method == {"name": "base"}
     assert main([*args, "--full", "--limit", "2"]) == 2
     assert "--limit and --full contradict each other" in capsys.readouterr().err
+
+
+def test_preservation_cells_stay_out_of_the_qa_leaderboard(world, capsys):
+    """A store after `harness preserve` holds lm-eval cells; the QA leaderboard's default suite leaves them out."""
+    from tiny_store import write_store
+
+    from harness.cli import main
+
+    store = write_store(world["results"], world["corpus"])
+    _preservation_cell(store, {"name": "base"}, [1, 0, 1])
+    assert main(["leaderboard", "--format", "json", "--results", str(store.root)]) == 0
+    rows = [row["dataset"] for row in json.loads(capsys.readouterr().out)]
+    assert rows == ["nq", "popqa *", "avg in-domain (1)", "avg held-out (1)", "avg all (2)"]

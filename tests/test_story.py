@@ -1,4 +1,4 @@
-"""The README's story, its three commands in sequence on the tiny world: run, then preserve, then plot.
+"""The README's story, its commands in sequence on the tiny world: run, then preserve, then plot, then report.
 
 `harness run` trains SPRING and evaluates it at the CPU default's token counts (1, 5, 50) with the references;
 `harness preserve`, with no --method, finds the checkpoint that run trained; `harness plot tokens-sweep`, with no --suite, draws the
@@ -8,6 +8,7 @@ sweep of what the store holds.
 from __future__ import annotations
 
 from tiny_model import tiny_model_dir
+from tiny_store import PageReader
 
 from harness.cli import main
 from harness.leaderboard import cells_frame
@@ -45,3 +46,11 @@ def test_run_then_preserve_then_plot(world, real_data_dir, capsys):
     assert png.endswith("-nq.png") and svg.endswith("-nq.svg")
     with open(png, "rb") as figure:
         assert figure.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    # Then the page of the whole store: the leaderboard, the figures this store feeds, SPRING vs its reference.
+    assert main(["report", "--results", results]) == 0
+    page = PageReader((world["results"] / "report.html").read_text(encoding="utf-8"))
+    drawn = {name for name, is_drawn in page.figures.items() if is_drawn}
+    assert {"tokens-sweep", "preservation", "leaderboard", "training"} <= drawn
+    assert set(page.counts) == {"pair-1"} and sum(page.counts["pair-1"]["nq"].values()) == 3  # --limit 3
+    assert ("EM", "nq", "spring[tokens=50] EM") in page.values

@@ -84,7 +84,8 @@ def leaderboard_command(
             raise unknown_name("metric", name, METRICS)
     store = Store(results)
     frame = cells_frame(store)
-    stored = set(frame["dataset"]) if not frame.empty else set()  # --dataset-file datasets are known by the store
+    # The QA datasets the store holds (--dataset-file ones are known by it); preservation cells have --preserve.
+    stored = set(frame.loc[frame["harness"] == "qa", "dataset"]) if not frame.empty else set()
     datasets = resolve_suite(suite or (covering_suite(stored) if stored else "qa12"), also=stored)
     if not frame.empty:  # an empty store is select's error; a filter naming nothing stored is said here
         for flag, column, values in (

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.invocation import command_line
 from harness.preserve.table import preservation_label
 from harness.preserve.tasks import (
     FILTER_METRICS,
@@ -303,6 +304,7 @@ def _provenance(name: str, limit: int | None, batch_size: int | str, version: st
         "batch_size": batch_size,
         "preserve_task": name,
         "lm_eval": version,
+        "command": command_line(),
     }
 
 
