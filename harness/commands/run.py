@@ -9,6 +9,7 @@ import typer
 from harness.commands._dataset_file import ANSWERS_FIELD, DATASET_FILE, DATASET_NAME, dataset_from_flags
 from harness.console import SpeedColumn, console, print_leaderboard
 from harness.errors import HarnessError
+from harness.registry import unknown_name
 
 
 def _names(value: str, flag: str) -> tuple[str, ...]:
@@ -64,6 +65,18 @@ def run_command(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="allow the model's own code"),
     results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
+    executor: str = typer.Option(
+        "local", "--executor", help="local, or ray: checkpoints then datasets as Ray tasks (pip install -e '.[ray]')"
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="with --executor ray: a running cluster (auto, or host:port); default: start a local one"
+    ),
+    ray_cpus_per_task: int = typer.Option(
+        1, "--ray-cpus-per-task", min=1, help="with --executor ray: CPUs (torch threads) per task"
+    ),
+    ray_gpus_per_task: float = typer.Option(
+        0.0, "--ray-gpus-per-task", min=0.0, help="with --executor ray: GPUs per task (e.g. 1 on a GPU cluster)"
+    ),
 ) -> None:
     """Evaluate methods over a suite, with a retriever and m passages; resumable and cached in the store."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -76,6 +89,24 @@ def run_command(
 
     if limit is not None and full:
         raise HarnessError("--limit and --full contradict each other; pass one")
+    from harness.executors import EXECUTORS, import_ray
+
+    if executor not in EXECUTORS:
+        raise unknown_name("executor", executor, EXECUTORS)
+    if executor == "ray":
+        import_ray()  # before any work: a missing extra is said at once
+    if executor != "ray":
+        given = [
+            flag
+            for flag, value, default in (
+                ("--address", address, None),
+                ("--ray-cpus-per-task", ray_cpus_per_task, 1),
+                ("--ray-gpus-per-task", ray_gpus_per_task, 0.0),
+            )
+            if value != default
+        ]
+        if given:
+            raise HarnessError(f"{', '.join(given)} configure the Ray executor; add --executor ray")
     writable_folder(results, "--results")
     own = dataset_from_flags(dataset_file, dataset_name, answers_field)
     # --dataset-file alone evaluates just the file; with --suite, the file is evaluated after the suite.
@@ -138,6 +169,15 @@ def run_command(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
+    if executor == "ray":
+        from harness.executors import DatasetFile, RayOptions, run_on_ray
+
+        run_on_ray(
+            config,
+            RayOptions(address, ray_cpus_per_task, ray_gpus_per_task),
+            DatasetFile(dataset_file, dataset_name, answers_field),
+            log=lambda line: out.print(line, markup=False, highlight=False, soft_wrap=True),
+        )  # then the local pass below finds every cell in the store, and prints what a local run prints
     with Progress(*columns, console=out, transient=False) as progress:
         cells, notices = run(config, context, progress)
     for notice in notices:
