@@ -83,6 +83,9 @@ class TrainingConfig:
     # Which training questions keep their retrieved passages: "retrieved" (all drawn ones, the paper's setting) or
     # "answer-bearing" (only those with a gold answer among their passages; same for every trained method).
     train_passages: str = "retrieved"
+    # The data-parallel processes that train (torchrun / accelerate launch); their draws and averaged gradients
+    # give other weights than one process, so it is keyed (when not 1) and a run names it to find them.
+    processes: int = 1
 
     def spec(self) -> dict[str, Any]:
         from harness.segments import CUT_VERSION, PASSAGE_RESERVE
@@ -93,6 +96,8 @@ class TrainingConfig:
         del spec["train_datasets"]
         if self.train_passages == "retrieved":  # the default keeps the keys it had before the option existed
             del spec["train_passages"]
+        if self.processes == 1:
+            del spec["processes"]
         return spec
 
     @property
@@ -108,7 +113,7 @@ class TrainingConfig:
         return self.train_datasets != DEFAULT_TRAINING_MIX
 
     def __post_init__(self) -> None:
-        for name in ("examples", "epochs", "batch_size", "max_passages"):
+        for name in ("examples", "epochs", "batch_size", "max_passages", "processes"):
             if getattr(self, name) < 1:
                 raise HarnessError(f"training option {name} must be >= 1 (got {getattr(self, name)})")
         for name in ("dev_examples", "eval_every", "patience"):
@@ -338,6 +343,10 @@ def batches(items: Sequence[TrainItem], size: int, rng: random.Random) -> Iterat
         yield [items[i] for i in chunk]
 
 
+def _silent(message: str) -> None:
+    """The log of a training process other than the main one."""
+
+
 def train(
     trainable: Trainable, data: TrainingData, config: TrainingConfig, log: Callable[[str], None] = print, progress: Any = None
 ) -> TrainingLog:
@@ -348,8 +357,29 @@ def train(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from harness.distributed import average_gradients, processes, weighted_mean
+
+    group = processes()  # under `accelerate launch` / torchrun: each process takes its share of every batch
+    if group.world != config.processes:
+        if group.world > 1:
+            raise HarnessError(
+                f"{group.world} processes train together: add --option METHOD.processes={group.world} (it keys the "
+                "checkpoint, and `harness run` names it the same way to find it)"
+            )
+        raise HarnessError(
+            f"the checkpoint of training option processes={config.processes} is not in the store, and one process "
+            f"cannot train it: train it with `torchrun --nproc_per_node {config.processes} -m harness.cli train ...` "
+            "(or accelerate launch) first"
+        )
+    if config.batch_size < group.world:
+        raise HarnessError(f"batch_size {config.batch_size} is below the {group.world} training processes; raise it")
+    if not group.main:
+        log = _silent  # one process reports
     torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
+    rng = random.Random(config.seed)  # the batch order: the same in every process
+    # Which k (and which shots) each example draws: one process uses the batch-order generator, as it always did;
+    # several processes draw from their own, so the batch order stays the same in all of them.
+    draws = rng if group.world == 1 else random.Random(f"{config.seed}:rank{group.rank}")
     parameters = trainable.parameters()
     evaluate = config.eval_every > 0 and bool(data.dev)
     record = TrainingLog(
@@ -380,7 +410,8 @@ def train(
     def checkpoint_dev(seen: int) -> bool:
         """Score the dev slice; keep the best weights; True when patience has run out."""
         nonlocal best_loss, best_weights, stale, reference
-        dev = dev_loss(trainable, data.dev, config)
+        share = list(data.dev[group.rank :: group.world])
+        dev = weighted_mean(dev_loss(trainable, share, config) if share else 0.0, len(share))
         point = {"step": record.steps, "examples": seen, "dev_loss": round(dev, 5)}
         if since:
             point["train_loss"] = round(sum(since) / len(since), 5)
@@ -403,7 +434,7 @@ def train(
         TimeRemainingColumn(),
     )
     own = progress is None
-    bar = Progress(*columns, console=_console()) if own else progress
+    bar = Progress(*columns, console=_console(), disable=not group.main) if own else progress
     with bar if own else contextlib.nullcontext():
         task = bar.add_task("training", total=total, status="")
         started = time.perf_counter()
@@ -415,14 +446,17 @@ def train(
         stop = False
         for epoch in range(config.epochs):
             for batch in batches(data.items, config.batch_size, rng):
-                loss = trainable.loss(batch, rng)
+                part = batch[group.rank :: group.world]
+                # A process with no example in this batch still joins the gradient average, with zeros.
+                loss = trainable.loss(part, draws) if part else torch.stack([p.sum() * 0.0 for p in parameters]).sum()
                 loss.backward()
+                average_gradients(parameters)  # data parallel: the mean gradient, as DDP's all-reduce
                 torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 record.steps += 1
-                record.losses.append(round(loss.item(), 5))
+                record.losses.append(round(weighted_mean(loss.item(), len(part)), 5))
                 since.append(record.losses[-1])
                 before, seen = seen, seen + len(batch)
                 rate = seen / (time.perf_counter() - started)

@@ -26,6 +26,7 @@ import torch
 from harness import __version__
 from harness.cache import atomic_write_json, build_once, file_hash
 from harness.checkpoints import load_virtual_tokens, readable_checkpoint, save_virtual_tokens
+from harness.distributed import build_once_together
 from harness.errors import HarnessError
 from harness.models import release_memory
 from harness.spec import content_hash
@@ -166,8 +167,14 @@ def token_checkpoint(
             )
             save_virtual_tokens(target, weights, metadata)
 
-        build_once(
-            path, train_and_publish, is_built=lambda p: p.is_file() and readable_checkpoint(p), on_stale=set_aside, in_place=True
+        # Under `accelerate launch` every process trains (data parallel); the main one publishes.
+        build_once_together(
+            path,
+            train_and_publish,
+            build_once,
+            is_built=lambda p: p.is_file() and readable_checkpoint(p),
+            on_stale=set_aside,
+            in_place=True,
         )
         weights, metadata = load_virtual_tokens(
             path, hidden_size=hidden_size(context), weights_hash=context.model_spec["weights_hash"]
@@ -198,7 +205,8 @@ def adapter_folder(
 
     # A fixed staging name (under the adapter's lock): what a SIGKILL leaves is cleared by the next build.
     staging = folder.parent / f".{folder.name}.staging"
-    return build_once(folder, train_into_staging, is_built=lambda f: (f / PEFT_WEIGHTS).is_file(), staging=staging)
+    build_once_together(folder, train_into_staging, build_once, is_built=lambda f: (f / PEFT_WEIGHTS).is_file(), staging=staging)
+    return folder
 
 
 def save_peft(peft_model: Any, folder: Path, spec: dict, log: TrainingLog) -> None:

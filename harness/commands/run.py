@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -89,6 +90,11 @@ def run_command(
 
     if limit is not None and full:
         raise HarnessError("--limit and --full contradict each other; pass one")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under `accelerate launch` / torchrun
+        raise HarnessError(
+            "harness run evaluates in one process; train under the launcher with `accelerate launch -m harness.cli "
+            "train --method ...`, then run `harness run` without it (it finds the checkpoint)"
+        )
     from harness.executors import EXECUTORS, import_ray
 
     if executor not in EXECUTORS:
