@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "plot",
     "diff",
     "report",
+    "export",
     "store",
 )
 

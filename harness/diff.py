@@ -9,7 +9,7 @@ prepared on this machine, :class:`PassageBook`). `harness report` and `harness d
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -27,6 +27,7 @@ class PassageRead:
     id: str
     title: str | None  # None: the corpus is not prepared on this machine
     answer_bearing: bool | None
+    text: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class PassageBook:
                 self.unknown.setdefault(fingerprint, set()).add(pid)
                 passages.append(PassageRead(pid, None, None))
                 continue
-            passages.append(PassageRead(pid, passage.title, has_answer(passage.text, list(golds), regex)))
+            passages.append(PassageRead(pid, passage.title, has_answer(passage.text, list(golds), regex), passage.text))
         return tuple(passages)
 
     def notes(self) -> list[str]:

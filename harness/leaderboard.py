@@ -113,6 +113,19 @@ def cells_frame(store: Store) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def stored_qa_cells(store: Store, suite: str | None = None) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """The store's QA cells (:func:`cells_frame` rows, preservation cells left out) and the datasets of ``suite``:
+    by default the suite their datasets cover (:func:`harness.suites.covering_suite`); an empty store is an error."""
+    from harness.suites import covering_suite, resolve_suite
+
+    frame = cells_frame(store)
+    qa = frame[frame["harness"] == "qa"] if not frame.empty else frame
+    if qa.empty:
+        raise HarnessError(f"the result store {store.root} holds no finished QA cell; run `harness run` first")
+    stored = set(qa["dataset"])
+    return qa, resolve_suite(suite or covering_suite(stored), also=stored)
+
+
 @dataclass(frozen=True)
 class Leaderboard:
     """A pivoted table (rows: datasets then averages; columns: (method, metric)) and its header line.

@@ -16,7 +16,7 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -31,7 +31,8 @@ from harness.spec import content_hash, example_ids_hash
 from harness.types import Example, Passage
 
 DEFAULT_TRAINING_MIX = "indomain"  # the suite trained methods train on unless train_datasets names another mix
-TRAIN_PASSAGES = ("retrieved", "answer-bearing")  # train_passages' choices (TrainingConfig)
+TRAIN_PASSAGES = ("auto", "retrieved", "answer-bearing")  # train_passages' choices (TrainingConfig)
+ANSWER_BEARING_PREFIX = "answer-bearing:"  # answer-bearing:nq,squad: for those datasets of the mix only
 
 # The training budget of the CPU default (2 cores, ~15 minutes for the whole main job); --full lifts it.
 # At most `examples` questions, fewer when the dev loss plateaus first (README, "CPU budget"). Early stopping is
@@ -80,9 +81,12 @@ class TrainingConfig:
     # The training pools: a suite or comma-separated datasets (the paper's in-domain mix by default). Keyed
     # through the training data (its datasets and example ids), not here, so the default keeps earlier keys.
     train_datasets: str = DEFAULT_TRAINING_MIX
-    # Which training questions keep their retrieved passages: "retrieved" (all drawn ones, the paper's setting) or
-    # "answer-bearing" (only those with a gold answer among their passages; same for every trained method).
-    train_passages: str = "retrieved"
+    # Which training questions keep their retrieved passages: "retrieved" (all drawn ones, the paper's setting),
+    # "answer-bearing" (only those with a gold answer among their passages; same for every trained method),
+    # "answer-bearing:nq,squad" (so for those datasets of the mix only), or "auto" (the default): answer-bearing
+    # for each dataset whose training passages hold the answer far less often than its evaluation passages do
+    # (harness.weights.resolve_train_passages), retrieved for the others. Keyed as resolved.
+    train_passages: str = "auto"
     # The data-parallel processes that train (torchrun / accelerate launch); their draws and averaged gradients
     # give other weights than one process, so it is keyed (when not 1) and a run names it to find them.
     processes: int = 1
@@ -94,7 +98,9 @@ class TrainingConfig:
         cut = {"passage_reserve": PASSAGE_RESERVE, "cut_version": CUT_VERSION} if self.max_input_tokens else {}
         spec = {**asdict(self), **cut}
         del spec["train_datasets"]
-        if self.train_passages == "retrieved":  # the default keeps the keys it had before the option existed
+        if self.train_passages == "auto":
+            raise ValueError("train_passages=auto is resolved (harness.weights.resolve_train_passages) before keying")
+        if self.train_passages == "retrieved":  # keeps the keys it had before the option existed
             del spec["train_passages"]
         if self.processes == 1:
             del spec["processes"]
@@ -106,6 +112,15 @@ class TrainingConfig:
         from harness.suites import resolve_suite
 
         return resolve_suite(self.train_datasets)
+
+    @property
+    def answer_bearing(self) -> tuple[str, ...]:
+        """The datasets of the mix whose training questions keep only answer-bearing passages."""
+        if self.train_passages == "answer-bearing":
+            return self.mix
+        if self.train_passages.startswith(ANSWER_BEARING_PREFIX):
+            return tuple(self.train_passages.removeprefix(ANSWER_BEARING_PREFIX).split(","))
+        return ()
 
     @property
     def mix_is_chosen(self) -> bool:
@@ -121,7 +136,15 @@ class TrainingConfig:
                 raise HarnessError(f"training option {name} must be >= 0 (got {getattr(self, name)})")
         if not self.lr > 0:
             raise HarnessError(f"training option lr must be > 0 (got {self.lr})")
-        if self.train_passages not in TRAIN_PASSAGES:
+        if self.train_passages.startswith(ANSWER_BEARING_PREFIX):
+            named = self.train_passages.removeprefix(ANSWER_BEARING_PREFIX).split(",")
+            outside = [name for name in named if name not in self.mix]
+            if outside or not all(named):
+                raise HarnessError(
+                    f"training option train_passages={self.train_passages}: {', '.join(outside) or 'an empty name'} "
+                    f"is not in the training mix ({', '.join(self.mix)})"
+                )
+        elif self.train_passages not in TRAIN_PASSAGES:
             raise HarnessError(
                 f"training option train_passages={self.train_passages} is none of {', '.join(TRAIN_PASSAGES)}."
                 f"{did_you_mean(self.train_passages, TRAIN_PASSAGES)}"
@@ -149,6 +172,7 @@ class TrainingData:
     # drawn questions' passages, the evaluation side added by the engine (harness.weights), which holds the run's
     # sample (None where unknown); not keyed: the ids and passages are.
     answer_recall: tuple[tuple[str, float, float | None], ...] = ()
+    choice: str = ""  # why these training passages (train_passages=auto's decision), printed, not keyed
     drawn: tuple[tuple[str, int], ...] = ()  # (dataset, questions drawn to find them): more than kept under answer-bearing
 
     def describe(self) -> str:
@@ -193,7 +217,7 @@ def training_data(
     data_dir: Any = None,
     dev: int = 0,
     strict: bool = False,
-    answer_bearing: bool = False,
+    answer_bearing: bool | Collection[str] = False,
 ) -> TrainingData:
     """``budget`` questions drawn evenly (seeded) from the training pools of ``datasets``, with their passages,
     and ``dev`` more, drawn first and disjoint from them, as the dev slice.
@@ -201,7 +225,8 @@ def training_data(
     ``retrieve(dataset, examples) -> {example id: passages}`` serves the passages (the evaluation retriever's
     cached runs); ``None`` trains without passages (closed-book tokens). ``strict``: a pool that cannot be loaded
     is an error (a mix the user chose), not a skipped dataset (the default mix, where msmarco is hub-only).
-    ``answer_bearing``: only questions whose retrieved passages hold a gold answer are kept, drawn in the same
+    ``answer_bearing`` (True: every dataset; or the datasets it names): only questions whose retrieved passages
+    hold a gold answer are kept, drawn in the same
     seeded order until the budget is met or the pool is exhausted (``drawn`` counts how many were looked at).
     """
     pools: dict[str, list[Example]] = {}
@@ -228,7 +253,8 @@ def training_data(
         n_dev = min(len(pool) // 2, dev_share + (index < dev_extra))
         n_train = min(len(pool) - n_dev, share + (index < extra))
         passages: Mapping[str, Sequence[Passage]]
-        if answer_bearing and retrieve is not None:
+        filtered = answer_bearing is True or (not isinstance(answer_bearing, bool) and name in answer_bearing)
+        if filtered and retrieve is not None:
             kept, passages, drawn = _answer_bearing(name, pool, order, n_dev + n_train, retrieve)
             n_dev = min(n_dev, len(kept) // 2)
             dev_chosen, chosen = sorted(kept[:n_dev]), sorted(kept[n_dev : n_dev + n_train])

@@ -30,7 +30,7 @@ from harness.distributed import build_once_together
 from harness.errors import HarnessError
 from harness.models import release_memory
 from harness.spec import content_hash
-from harness.training import TrainingConfig, TrainingData, TrainingLog, training_data
+from harness.training import ANSWER_BEARING_PREFIX, TrainingConfig, TrainingData, TrainingLog, training_data
 
 # Bump when the training procedure changes in a way that changes the trained weights.
 TRAINING_VERSION = 3  # 2: dev slice and early stopping; passage budget of segments.fit_input; 3: dense LM-head input
@@ -57,18 +57,18 @@ def mixed_training_data(context: Any, retriever: str, config: TrainingConfig) ->
         context.data_dir,
         dev=config.dev_examples if config.eval_every else 0,
         strict=config.mix_is_chosen,
-        answer_bearing=config.train_passages == "answer-bearing",
+        answer_bearing=config.answer_bearing,
     )
     return data, specs
 
 
-def _evaluation_recall(context: Any, retriever: str, dataset: str, m: int) -> float | None:
-    """Answer recall@m of ``retriever`` on the run's evaluation sample of ``dataset`` (None if it cannot load); a run
-    over full splits, and ``harness train``, use a seeded sample of RECALL_SAMPLE questions instead (a recall
-    estimate need not retrieve 11,000 TriviaQA questions)."""
+def _evaluation_recall(context: Any, retriever: str, dataset: str, m: int, limit: int | None = None) -> float | None:
+    """Answer recall@m of ``retriever`` on an evaluation sample of ``dataset`` (None if it cannot load): ``limit``
+    questions, by default the run's sample; a run over full splits, and ``harness train``, use a seeded sample of
+    RECALL_SAMPLE questions instead (a recall estimate need not retrieve 11,000 TriviaQA questions)."""
     from harness.runner import select_examples
 
-    limit = getattr(getattr(context, "config", None), "limit", None) or RECALL_SAMPLE
+    limit = limit or getattr(getattr(context, "config", None), "limit", None) or RECALL_SAMPLE
     try:
         examples = select_examples(dataset, limit, context.seed, context.data_dir)
     except HarnessError:
@@ -91,6 +91,8 @@ def announce(context: Any, what: str, data: TrainingData, config: TrainingConfig
     )
     context.log(f"training {what}")
     context.log(f"  training mix: {data.describe()}")
+    if data.choice:
+        context.log(f"  training passages: {data.choice}")
     if data.answer_recall:
         context.log(f"  {data.describe_recall(config.max_passages)}")
     for note in data.skipped:
@@ -98,11 +100,49 @@ def announce(context: Any, what: str, data: TrainingData, config: TrainingConfig
     return data
 
 
+AUTO_RECALL_RATIO = 0.5  # train_passages=auto: answer-bearing when training recall is below half the evaluation's
+
+
+def resolve_train_passages(context: Any, retriever: str, config: TrainingConfig) -> tuple[TrainingConfig, str]:
+    """``config`` with ``train_passages=auto`` resolved, and the line saying why.
+
+    Answer-bearing for each dataset of the mix whose training questions' passages hold a gold answer (recall at
+    max_passages) for fewer than AUTO_RECALL_RATIO as many questions as its evaluation passages do (a seeded
+    sample of RECALL_SAMPLE evaluation questions, whatever the run's --limit, so the choice, which is keyed, does
+    not depend on it): trained there on passages that rarely hold the answer, a method would be tested on ones
+    that do. Retrieved, the paper's setting, for the others, and always without passages."""
+    if config.train_passages != "auto":
+        return config, ""
+    retrieved = replace(config, train_passages="retrieved")
+    if retriever == "none":
+        return retrieved, "retrieved (auto: no passages)"
+    data, _ = mixed_training_data(context, retriever, retrieved)
+    gaps = []
+    for name, train, _ in data.answer_recall:
+        evaluation = _evaluation_recall(context, retriever, name, config.max_passages, limit=RECALL_SAMPLE)
+        if evaluation is not None and train < AUTO_RECALL_RATIO * evaluation:
+            gaps.append((name, train, evaluation))
+    rule = f"training recall below {AUTO_RECALL_RATIO:.0%} of the evaluation recall@{config.max_passages}"
+    if not gaps:
+        return retrieved, f"retrieved (auto: no dataset of the mix has {rule})"
+    every = len(gaps) == len(data.answer_recall)
+    names = [name for name, _, _ in gaps]
+    chosen = replace(config, train_passages="answer-bearing" if every else ANSWER_BEARING_PREFIX + ",".join(names))
+    shown = ", ".join(f"{name} {train:.2f} vs {evaluation:.2f}" for name, train, evaluation in gaps)
+    why = (
+        f"answer-bearing for {', '.join(names)}{'' if every else ', retrieved for the rest'} (auto: {rule}: {shown}; "
+        "--option METHOD.train_passages=retrieved|answer-bearing to choose)"
+    )
+    return chosen, why
+
+
 def training_spec(
     context: Any, method_name: str, retriever: str, config: TrainingConfig, settings: dict[str, Any], **extra: Any
 ) -> tuple[dict[str, Any], TrainingData]:
     """The training spec (what the checkpoint's key hashes) and the training data it names."""
+    config, why = resolve_train_passages(context, retriever, config)
     data, retriever_specs = mixed_training_data(context, retriever, config)
+    data = replace(data, choice=why)
     spec = {
         "method": method_name,
         "training_version": TRAINING_VERSION,

@@ -21,7 +21,8 @@ LORA_HASH = "fedcba9876543210fedc"
 
 def spec(method, model="tiny", batch_size=4, lr=0.002, **training):
     """A training spec as harness.methods.trained writes it (the hyper-parameters from TrainingConfig.spec())."""
-    config = TrainingConfig(examples=40, batch_size=batch_size, lr=lr, dev_examples=8, eval_every=16, patience=2, **training)
+    values = {"train_passages": "retrieved", **training}
+    config = TrainingConfig(examples=40, batch_size=batch_size, lr=lr, dev_examples=8, eval_every=16, patience=2, **values)
     return {
         "method": method,
         "training_version": 2,

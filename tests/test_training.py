@@ -1,5 +1,7 @@
 """The training loop's convergence machinery: a disjoint dev slice, dev-loss curve, early stopping, best weights."""
 
+from dataclasses import replace
+
 import pytest
 from tiny_model import tiny_loaded
 
@@ -93,9 +95,8 @@ def test_the_training_mix_is_chosen_checked_and_counted(monkeypatch):
     assert TrainingConfig(train_datasets="nq,triviaqa").mix == ("nq", "triviaqa")
     assert TrainingConfig().mix == SUITES["indomain"] and not TrainingConfig().mix_is_chosen
     # The mix is keyed through the training data (datasets, ids), so the default keeps the keys it had.
-    assert (
-        "train_datasets" not in TrainingConfig().spec() and TrainingConfig().spec() == TrainingConfig(train_datasets="nq").spec()
-    )
+    retrieved = TrainingConfig(train_passages="retrieved")
+    assert "train_datasets" not in retrieved.spec() and retrieved.spec() == replace(retrieved, train_datasets="nq").spec()
 
     pools = {"nq": [Example(f"nq/{i}", f"question {i}", ["a"]) for i in range(30)]}
 
@@ -134,7 +135,38 @@ def test_answer_bearing_training_passages_keep_only_questions_whose_passages_hol
     # Fewer answer-bearing questions than the budget: all of them, said in the counts.
     few = training.training_data(["nq"], 30, 0, retrieve, answer_bearing=True)
     assert len(few.items) == 14 and few.describe() == "nq 14 (14 of 40 drawn)"
-    with pytest.raises(HarnessError, match="train_passages=gold is none of retrieved, answer-bearing"):
+    with pytest.raises(HarnessError, match="train_passages=gold is none of auto, retrieved, answer-bearing"):
         TrainingConfig(train_passages="gold")
     assert TrainingConfig(train_passages="answer-bearing").spec()["train_passages"] == "answer-bearing"
-    assert "train_passages" not in TrainingConfig().spec()
+    assert "train_passages" not in TrainingConfig(train_passages="retrieved").spec()  # the keys from before
+    with pytest.raises(ValueError, match="resolved"):  # auto is never keyed as such
+        TrainingConfig().spec()
+
+
+def test_auto_training_passages_follow_the_recall_gap(world, monkeypatch):
+    from tiny_world import run_config
+
+    from harness import weights
+    from harness.runner import RunContext
+
+    context = RunContext(run_config(world, methods=("spring",)), log=lambda line: None)
+    config = TrainingConfig(examples=4, batch_size=2, dev_examples=0, max_passages=2)
+    resolved, why = weights.resolve_train_passages(context, "bm25", config)
+    assert resolved.train_passages == "retrieved"
+    assert why == "retrieved (auto: no dataset of the mix has training recall below 50% of the evaluation recall@2)"
+    # The tiny world's training recall is not below half its evaluation recall; a stricter ratio flips the choice.
+    monkeypatch.setattr(weights, "AUTO_RECALL_RATIO", 0.99)
+    resolved, why = weights.resolve_train_passages(context, "bm25", config)
+    assert resolved.train_passages == "answer-bearing" and resolved.answer_bearing == resolved.mix
+    assert why.startswith("answer-bearing for nq (auto: training recall below 99% of the evaluation recall@2: nq 0.50 vs 0.60;")
+    # For some datasets of the mix only: keyed with their names; a name outside the mix is refused.
+    some = TrainingConfig(train_passages="answer-bearing:nq,squad")
+    assert some.answer_bearing == ("nq", "squad") and some.spec()["train_passages"] == "answer-bearing:nq,squad"
+    with pytest.raises(HarnessError, match="popqa is not in the training mix"):
+        TrainingConfig(train_passages="answer-bearing:nq,popqa")
+    assert weights.resolve_train_passages(context, "none", config) == (
+        replace(config, train_passages="retrieved"),
+        "retrieved (auto: no passages)",
+    )
+    chosen = replace(config, train_passages="retrieved")
+    assert weights.resolve_train_passages(context, "bm25", chosen) == (chosen, "")  # a choice is kept as made

@@ -60,10 +60,9 @@ def diff_command(
     from harness.commands.leaderboard import _labels
     from harness.console import console
     from harness.diff import OUTCOMES, PassageBook, compare_cells, pairs_to_compare
-    from harness.leaderboard import cells_frame, select
+    from harness.leaderboard import select, stored_qa_cells
     from harness.paths import store_folder
     from harness.store import Store
-    from harness.suites import covering_suite, resolve_suite
 
     if fmt not in FORMATS:
         raise unknown_name("format", fmt, FORMATS)
@@ -75,12 +74,8 @@ def diff_command(
     rows = max_rows if max_rows is not None else (TABLE_ROWS if fmt == "table" else 0)
     store_folder(results)
     store = Store(results)
-    frame = cells_frame(store)
-    qa = frame[frame["harness"] == "qa"] if not frame.empty else frame
-    if qa.empty:
-        raise HarnessError(f"the result store {results} holds no finished QA cell; run `harness run` first")
-    stored = set(qa["dataset"])
-    picked = select(qa, resolve_suite(suite or covering_suite(stored), also=stored), model=model, retriever=retriever)
+    qa, datasets = stored_qa_cells(store, suite)
+    picked = select(qa, datasets, model=model, retriever=retriever)
     book = PassageBook()
     out = console()
     for wanted in pairs_to_compare(picked, [(labels[0], labels[1])]):
