@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -51,6 +52,23 @@ def _fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def _shareable(path: Path) -> None:
+    """Give ``path`` (and what a folder holds) the modes a plain ``open`` or ``mkdir`` would: some writers
+    (safetensors, tempfile) make files 0600 and folders 0700, so a checkpoint could not be read by a co-worker or
+    copied to a shared disk as is."""
+    with _UMASK_LOCK:  # reading the umask means setting it; threads of this process must not see the 0
+        umask = os.umask(0)
+        os.umask(umask)
+    paths = [path, *path.rglob("*")] if path.is_dir() and not path.is_symlink() else [path]
+    for item in paths:
+        if item.is_symlink():
+            continue
+        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~umask)
+
+
 def publish(target: PathLike, write: Callable[[Path], Any], *, staging: PathLike | None = None) -> Path:
     """Make ``target`` (a file or a folder) by ``write(staging)``, then move ``staging`` onto it; returns ``target``.
 
@@ -66,6 +84,7 @@ def publish(target: PathLike, write: Callable[[Path], Any], *, staging: PathLike
         write(staging)
         if not os.path.lexists(staging):
             raise RuntimeError(f"writing {target} left nothing at its staging path {staging}")
+        _shareable(staging)
         if staging.is_file():
             _fsync_file(staging)
             if target.is_dir() and not target.is_symlink():

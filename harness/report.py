@@ -83,6 +83,19 @@ class Backbone:
 
 
 @dataclass(frozen=True)
+class TrainingRun:
+    """A checkpoint's training record: what it trained on and the answer recall of its passages beside the
+    evaluation sample's (``recall``: dataset -> (training, evaluation or None))."""
+
+    checkpoint: str
+    method: str
+    backbone: str
+    passages: str
+    steps: str
+    recall: dict[str, tuple[float, float | None]]
+
+
+@dataclass(frozen=True)
 class Report:
     store: str
     created: str
@@ -91,6 +104,7 @@ class Report:
     backbones: tuple[Backbone, ...]
     commands: tuple[str, ...]
     notes: tuple[str, ...] = field(default=())
+    trainings: tuple[TrainingRun, ...] = field(default=())
 
 
 def _tables(board: Any, metrics: Sequence[str]) -> tuple[Table, ...]:
@@ -150,6 +164,35 @@ def _pairs(
         (f"pair-{start + i + 1}", compare_cells(store, wanted, max_rows, book))
         for i, wanted in enumerate(pairs_to_compare(picked, compare))
     ]
+
+
+def _trainings(results: Path) -> tuple[TrainingRun, ...]:
+    """The store's checkpoint records (unreadable ones are left to `harness plot training`, which names them)."""
+    from plots.training import _checkpoint_name, _read, record_paths
+
+    runs = []
+    for path in record_paths(results):
+        record, _ = _read(path)
+        if record is None:
+            continue
+        spec, log = record["spec"], record["log"]
+        recall = {
+            name: (float(values["train"]), None if values.get("eval") is None else float(values["eval"]))
+            for name, values in (log.get("answer_recall") or {}).items()
+        }
+        steps = f"{log.get('steps', '?')} steps, kept step {log.get('best_step', '?')}"
+        steps += ", stopped early" if log.get("stopped_early") else ""
+        runs.append(
+            TrainingRun(
+                checkpoint=_checkpoint_name(path),
+                method=str(spec.get("method", "?")),
+                backbone=str(dict(spec.get("backbone") or {}).get("model", "?")),
+                passages=str(dict(spec.get("training") or {}).get("train_passages", "retrieved")),
+                steps=steps,
+                recall=recall,
+            )
+        )
+    return tuple(runs)
 
 
 def _short(value: Any, length: int = 16) -> str:
@@ -238,6 +281,7 @@ def build_report(
         backbones=tuple(backbones),
         commands=tuple(dict.fromkeys(commands)),
         notes=tuple(book.notes()),
+        trainings=_trainings(Path(results)),
     )
 
 

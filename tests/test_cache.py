@@ -283,3 +283,27 @@ def test_a_misspelt_retriever_option_gets_a_suggestion_on_one_line():
     assert str(error.value) == "retriever 'bm25' has no option 'kk'; valid options: b, k1, method. Did you mean 'k1'?"
     with pytest.raises(HarnessError, match=r"^retriever 'none' has no option 'kk'; valid options: none\.$"):
         context.check_options("none", ())
+
+
+def test_published_files_and_folders_get_the_umask_modes(tmp_path):
+    """Writers such as safetensors make 0600 files; a published artefact is readable as a plain open() makes it."""
+    import os
+    import stat
+
+    from harness.cache import publish
+
+    umask = os.umask(0o022)
+    try:
+
+        def private_folder(staging):
+            staging.mkdir(mode=0o700)
+            (staging / "weights.bin").write_bytes(b"w")
+            os.chmod(staging / "weights.bin", 0o600)
+
+        folder = publish(tmp_path / "adapter", private_folder)
+        file = publish(tmp_path / "tokens.bin", lambda staging: (staging.write_bytes(b"t"), os.chmod(staging, 0o600)))
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+        assert stat.S_IMODE((folder / "weights.bin").stat().st_mode) == 0o644
+        assert stat.S_IMODE(file.stat().st_mode) == 0o644
+    finally:
+        os.umask(umask)

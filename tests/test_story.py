@@ -7,6 +7,8 @@ sweep of what the store holds.
 
 from __future__ import annotations
 
+import re
+
 from tiny_model import tiny_model_dir
 from tiny_store import PageReader
 
@@ -49,7 +51,10 @@ def test_run_then_preserve_then_plot(world, real_data_dir, capsys):
 
     # Then the page of the whole store: the leaderboard, the figures this store feeds, SPRING vs its reference.
     assert main(["report", "--results", results]) == 0
-    page = PageReader((world["results"] / "report.html").read_text(encoding="utf-8"))
+    html = (world["results"] / "report.html").read_text(encoding="utf-8")
+    page = PageReader(html)
+    # The training run's record: its passages' answer recall beside the evaluation sample's.
+    assert "<h3>Training runs</h3>" in html and re.search(r"<td>nq \d\.\d\d / \d\.\d\d</td>", html)
     drawn = {name for name, is_drawn in page.figures.items() if is_drawn}
     assert {"tokens-sweep", "preservation", "leaderboard", "training"} <= drawn
     assert set(page.counts) == {"pair-1"} and sum(page.counts["pair-1"]["nq"].values()) == 3  # --limit 3
