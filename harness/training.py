@@ -18,10 +18,7 @@ import random
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Any, Protocol
 
 from harness.datasets import load_examples
 from harness.errors import HarnessError
@@ -29,6 +26,9 @@ from harness.registry import did_you_mean
 from harness.segments import Segment, split_after_passages
 from harness.spec import content_hash, example_ids_hash
 from harness.types import Example, Passage
+
+if TYPE_CHECKING:  # torch is imported by the functions that run (TrainingConfig is read without it: `harness ls`)
+    import torch
 
 DEFAULT_TRAINING_MIX = "indomain"  # the suite trained methods train on unless train_datasets names another mix
 TRAIN_PASSAGES = ("auto", "retrieved", "answer-bearing")  # train_passages' choices (TrainingConfig)
@@ -381,6 +381,7 @@ def train(
     ``progress``: a running :class:`rich.progress.Progress` to add the training bar to (``harness run`` has one);
     without it the loop shows its own. Returns the loss curve; the trainable ends with its best dev weights.
     """
+    import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from harness.distributed import average_gradients, processes, weighted_mean
@@ -520,6 +521,8 @@ def train(
 
 def dev_loss(trainable: Trainable, dev: Sequence[TrainItem], config: TrainingConfig) -> float:
     """Mean answer loss over the dev slice, with the same draws (m, k, gold) at every evaluation and no dropout."""
+    import torch
+
     rng = random.Random(f"{config.seed}:dev")
     total, count = 0.0, 0
     trainable.set_training(False)
@@ -554,6 +557,9 @@ def answer_loss(
     ``[R; T; Q]``). Otherwise the whole sequence runs with gradients; ``all_logits`` also computes the LM head at
     every position, as the official SPRING code does (kept for the naive path and its benchmark).
     """
+    import torch
+    import torch.nn.functional as F
+
     longest = max(len(answer) for answer in answers)
     if prefix_once:
         split = [split_after_passages(segments) for segments in inputs]

@@ -12,18 +12,20 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
 from harness.methods.base import Method, MethodContext
-from harness.models import release_memory
 from harness.options import option
 from harness.spec import content_hash
 from harness.templates import PROMPT
-from harness.training import TrainingConfig, TrainingData, answer_loss, draw_inputs, train
-from harness.weights import PEFT_WEIGHTS, adapter_folder, adapter_hash, latest_checkpoint, save_peft
+
+# torch and the training modules are imported where they are used: reading the class's attributes (`harness
+# leaderboard`, `harness ls`) must not import torch.
+if TYPE_CHECKING:
+    import torch
+
+    from harness.training import TrainingConfig, TrainingData
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ class Lora(Method):
 
     def prepare(self, context: MethodContext, retriever: str) -> None:
         """Load or train the adapter (PEFT format) for this backbone and retriever."""
+        from harness.weights import PEFT_WEIGHTS, adapter_folder, adapter_hash
+
         config = context.training_config(self.name)
         settings = {k: v for k, v in self.params().items() if k != "checkpoint_hash"}
 
@@ -101,6 +105,9 @@ class Lora(Method):
         from peft import get_peft_model
 
         from harness.generation import HFBackend
+        from harness.models import release_memory
+        from harness.training import train
+        from harness.weights import save_peft
 
         mixed = context.model_spec["dtype"] == "mixed"
         # Mixed precision trains in bf16 (as SPRING's tokens do); the adapter's own weights stay fp32 (PEFT's autocast).
@@ -150,6 +157,7 @@ class Lora(Method):
         from peft import PeftModel
 
         from harness.models import load_model
+        from harness.weights import PEFT_WEIGHTS, adapter_hash, latest_checkpoint
 
         folder = (
             Path(checkpoint)
@@ -175,5 +183,7 @@ class LoraTrainer:
         self.peft_model.train(training)  # LoRA dropout only while training, not while the dev slice is scored
 
     def loss(self, batch: Any, rng: Any) -> torch.Tensor:
+        from harness.training import answer_loss, draw_inputs
+
         inputs, answers = draw_inputs(PROMPT, batch, rng, self.backend, self.config)
         return answer_loss(self.backend, inputs, answers, prefix_once=False)  # LoRA changes the passages' states

@@ -28,11 +28,8 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from harness.checkpoints import tensor_hash
 from harness.errors import HarnessError
 from harness.methods.base import MethodContext
 from harness.methods.spring import Spring, SpringOptions, SpringTrainer, initial_tokens, virtual_tokens
@@ -40,9 +37,14 @@ from harness.options import option
 from harness.registry import unknown_name
 from harness.segments import EmbeddingSegment, Segment, TokenSegment
 from harness.spec import content_hash
-from harness.training import TrainingConfig, TrainingData, TrainingLog, TrainItem, draw_inputs, train
 from harness.types import Example, Passage
-from harness.weights import PEFT_WEIGHTS, adapter_folder, hidden_size, save_peft
+
+# torch and the training modules are imported where they are used: reading the class's attributes (`harness
+# leaderboard`, `harness ls`) must not import torch.
+if TYPE_CHECKING:
+    import torch
+
+    from harness.training import TrainingConfig, TrainingData, TrainingLog, TrainItem
 
 IMPLS = ("spring", "peft")
 
@@ -129,6 +131,10 @@ class PeftPromptTrainer:
         """Nothing to switch: the PEFT model stays in eval mode (no dropout), like SPRING's frozen backbone."""
 
     def loss(self, batch: Sequence[TrainItem], rng: random.Random) -> torch.Tensor:
+        import torch
+
+        from harness.training import draw_inputs
+
         # An n-row placeholder in T's slot: truncation and rng draws are then exactly PrefixTrainer's; PEFT
         # prepends the real tokens itself, in front of everything, which is where virtual_first puts them.
         placeholder = EmbeddingSegment(torch.empty(self.method.n, 0))
@@ -156,6 +162,9 @@ def peft_prompt_tokens(method: Prefix, context: MethodContext, retriever: str) -
     """``impl=peft``: the (n, d) fp32 prompt-tuning tokens of PEFT's adapter folder for this backbone and retriever
     (trained when absent), and their content hash. ``method.checkpoint`` names a PEFT prompt-tuning folder to use
     as it is."""
+    from harness.checkpoints import tensor_hash
+    from harness.weights import adapter_folder, hidden_size
+
     hidden = hidden_size(context)
     if method.checkpoint:  # an existing PEFT prompt-tuning adapter: nothing to train
         weights = load_peft_prompt(Path(method.checkpoint), hidden_size=hidden)
@@ -190,9 +199,12 @@ def train_prefix_peft(
 ) -> TrainingLog:
     """Train ``prefix`` with PEFT prompt tuning on ``copy`` (a LoadedModel used by nothing else) with the harness's
     loop, and save PEFT's adapter folder (plus ``harness-training.json``) as ``folder``."""
+    import torch
     from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 
     from harness.generation import HFBackend
+    from harness.training import train
+    from harness.weights import save_peft
 
     # RANDOM, then overwritten with the harness's start values: one definition of the initialisation for both
     # impls (PEFT's TEXT init tokenizes with special tokens, so on Llama its first token would be BOS).
@@ -212,8 +224,11 @@ def train_prefix_peft(
 
 def load_peft_prompt(folder: Path, *, hidden_size: int) -> torch.Tensor:
     """The (n, d) fp32 prompt embeddings of a PEFT prompt-tuning adapter folder, checked against the backbone."""
+    import torch
     from peft import PeftConfig, PeftType
     from safetensors import safe_open
+
+    from harness.weights import PEFT_WEIGHTS
 
     # Check the folder first: PeftConfig.from_pretrained would take a missing local path for a hub id.
     if not (folder / "adapter_config.json").is_file() or not (folder / PEFT_WEIGHTS).is_file():

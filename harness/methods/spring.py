@@ -16,19 +16,21 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-
-from harness.checkpoints import import_official, load_virtual_tokens, tensor_hash
 from harness.errors import HarnessError
 from harness.methods.base import Method, MethodContext
 from harness.options import option
 from harness.segments import EmbeddingSegment, Segment, build_segments, tokenize
 from harness.templates import INSTRUCTION, SPRING, Template
-from harness.training import TrainingConfig, TrainingData, TrainingLog, TrainItem, answer_loss, draw_inputs, train
 from harness.types import Example, Passage
-from harness.weights import hidden_size, latest_checkpoint, token_checkpoint
+
+# torch and the training modules are imported where they are used: reading the class's attributes (`harness
+# leaderboard`, `harness ls`) must not import torch.
+if TYPE_CHECKING:
+    import torch
+
+    from harness.training import TrainingConfig, TrainingData, TrainingLog, TrainItem
 
 INIT_TEXT = INSTRUCTION  # the paper initialises the tokens from the P1 instruction's embeddings
 # The paper's placement ablation: where the tokens T sit relative to passages R and question Q.
@@ -42,6 +44,8 @@ INITS = ("prompt", "random")
 
 def initial_tokens(embedding: torch.nn.Embedding, tokenizer: Any, n: int, init: str, seed: int) -> torch.Tensor:
     """(n, d) fp32 start values: the embeddings of the P1 instruction repeated/truncated to n, or random."""
+    import torch
+
     weight = embedding.weight.detach().float()
     if init == "random":
         generator = torch.Generator().manual_seed(seed)
@@ -156,6 +160,9 @@ class Spring(Method):
         **_: Any,
     ) -> tuple[Any, dict, Any]:
         """SPRING for lm-eval: the base model, plus its trained tokens when ``plugged``."""
+        from harness.checkpoints import import_official, load_virtual_tokens, tensor_hash
+        from harness.weights import latest_checkpoint
+
         path = (
             Path(checkpoint)
             if checkpoint
@@ -199,6 +206,10 @@ def virtual_tokens(
     identified by ``base`` in the training spec. ``trainer``: the Trainable class (default :class:`SpringTrainer`);
     ``settings``: further settings that change training (prefix's ``impl``), in the spec and the metadata.
     """
+    from harness.checkpoints import import_official, tensor_hash
+    from harness.training import train
+    from harness.weights import hidden_size, token_checkpoint
+
     if method.checkpoint:  # an official release or an exported checkpoint: nothing to train
         hidden = hidden_size(context)
         checkpoint = method.checkpoint
@@ -235,6 +246,8 @@ class SpringTrainer:
     """The :class:`harness.training.Trainable` of SPRING: an (n, d) fp32 parameter and the answer-only loss."""
 
     def __init__(self, method: Spring, backend: Any, initial: torch.Tensor, config: TrainingConfig, naive: bool = False) -> None:
+        import torch
+
         self.method, self.backend, self.config = method, backend, config
         self.weight = torch.nn.Parameter(initial.to(backend.model.device, torch.float32).clone())
         # Prefix-once needs the passages before the tokens; with T first the whole input depends on T.
@@ -249,6 +262,8 @@ class SpringTrainer:
 
     def inputs(self, batch: Sequence[TrainItem], rng: random.Random) -> tuple[list[list[Segment]], list[tuple[int, ...]]]:
         """The segment lists (answer last) and answer ids of one micro-batch; k is drawn once per batch."""
+        from harness.training import draw_inputs
+
         k = self.method.n if self.method.fixed_k else rng.randint(1, self.method.n)
         virtual = self.method.virtual(k, self.weight)
         return draw_inputs(self.method.template, batch, rng, self.backend, self.config, virtual)
@@ -258,4 +273,6 @@ class SpringTrainer:
         return self.answer_loss(inputs, answers)
 
     def answer_loss(self, inputs: Sequence[Sequence[Segment]], answers: Sequence[tuple[int, ...]]) -> torch.Tensor:
+        from harness.training import answer_loss
+
         return answer_loss(self.backend, inputs, answers, prefix_once=not self.naive, all_logits=self.all_logits)
