@@ -41,7 +41,12 @@ PEFT_WEIGHTS = "adapter_model.safetensors"  # PEFT's adapter file; its presence 
 
 def mixed_training_data(context: Any, retriever: str, config: TrainingConfig) -> tuple[TrainingData, dict[str, Any]]:
     """The training pools of ``config.mix`` (the in-domain ones by default) with passages from ``retriever``'s
-    cached runs (none for ``none``), and the retriever spec used for each dataset."""
+    cached runs (none for ``none``), and the retriever spec used for each dataset; drawn once per run and config
+    (``train_passages=auto`` looks at the retrieved draw before the spec uses it)."""
+    return context.artifact(("training-data", retriever, config), lambda: _draw_training_data(context, retriever, config))
+
+
+def _draw_training_data(context: Any, retriever: str, config: TrainingConfig) -> tuple[TrainingData, dict[str, Any]]:
     specs: dict[str, Any] = {}
 
     def retrieve(dataset: str, examples: Any) -> dict[str, list]:
