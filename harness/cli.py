@@ -9,6 +9,7 @@ import sys
 import typer
 
 from harness import invocation
+from harness.config_file import CLICK_ERRORS
 from harness.errors import HarnessError
 
 # Each module exposes register(app); the order is the order of `harness --help`.
@@ -62,9 +63,7 @@ for _module in COMMAND_MODULES:
     importlib.import_module(f"harness.commands.{_module}").register(app)
 
 
-# click's exceptions: recent typer versions bundle their own copy of click (typer._click), older ones use click.
-_CLICK_ERRORS = getattr(typer.main, "_click", None) or importlib.import_module("click")
-_CLICK_ERRORS = _CLICK_ERRORS.exceptions
+_CLICK_ERRORS = CLICK_ERRORS
 
 USER_FIXABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 

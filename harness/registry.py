@@ -2,7 +2,9 @@
 
 Entries may be objects or lazy ``"module:attribute"`` strings, imported on first lookup, so listing names
 never imports torch or a model library. Registering a name twice is an error; an unknown name raises
-:class:`UnknownNameError` with the closest matches.
+:class:`UnknownNameError` with the closest matches. Other installed packages add entries through an entry-point
+group (``harness.datasets``, ``harness.retrievers``, ``harness.methods``): each entry point's value is such a lazy
+``"module:attribute"`` string, so a plugin is imported only when its name is used.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Iterable, Iterator
+from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
-from harness.errors import UnknownNameError
+from harness.errors import HarnessError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -35,13 +38,16 @@ def plural(noun: str) -> str:
 
 
 class Registry(Generic[T]):
-    """Maps names to objects; ``plugin_package`` is imported first so its registration lines run."""
+    """Maps names to objects; ``plugin_package`` is imported first so its registration lines run, then the
+    entry points of ``entry_point_group`` that installed packages declare are added."""
 
-    def __init__(self, kind: str, plugin_package: str | None = None) -> None:
+    def __init__(self, kind: str, plugin_package: str | None = None, entry_point_group: str | None = None) -> None:
         self.kind = kind
         self._plugin_package = plugin_package
+        self._entry_point_group = entry_point_group
         self._entries: dict[str, T | str] = {}
-        self._loaded = plugin_package is None
+        self._origins: dict[str, str] = {}  # name -> "distribution version" for entries from other packages
+        self._loaded = plugin_package is None and entry_point_group is None
 
     def register(self, name: str, target: T | str, replace: bool = False) -> T | str:
         """Add ``name``; ``target`` is the object or a lazy ``"module:attribute"`` path. ``replace`` lets a
@@ -52,9 +58,37 @@ class Registry(Generic[T]):
         return target
 
     def _ensure_loaded(self) -> None:
-        if not self._loaded and self._plugin_package is not None:
-            self._loaded = True
+        if self._loaded:
+            return
+        self._loaded = True
+        if self._plugin_package is not None:
             importlib.import_module(self._plugin_package)  # its __init__ calls register()
+        if self._entry_point_group is not None:
+            self._add_entry_points(self._entry_point_group)
+
+    def _add_entry_points(self, group: str) -> None:
+        for point in sorted(entry_points(group=group), key=lambda p: p.name):
+            package = f"{point.dist.name} {point.dist.version}" if point.dist is not None else "an installed package"
+            module, colon, attribute = point.value.partition(":")
+            if not colon or not module.strip() or not attribute.strip():
+                raise HarnessError(
+                    f"entry point {point.name!r} of {package} (group {group}) is {point.value!r}; it must name "
+                    "'module:attribute'; fix that package's entry points"
+                )
+            if point.name in self._entries:
+                where = self._origins.get(point.name, "harness itself")
+                raise HarnessError(
+                    f"{self.kind} {point.name!r} of {package} (entry point group {group}) is already registered by "
+                    f"{where}; rename it in that package's entry points or uninstall one of them"
+                )
+            self._entries[point.name] = f"{module.strip()}:{attribute.strip()}"
+            self._origins[point.name] = package
+
+    def origin(self, name: str) -> str | None:
+        """``"distribution version"`` of the installed package that registered ``name`` through an entry point;
+        ``None`` for a name harness itself registers."""
+        self._ensure_loaded()
+        return self._origins.get(name)
 
     def names(self) -> list[str]:
         self._ensure_loaded()

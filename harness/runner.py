@@ -21,10 +21,10 @@ from harness import __version__
 from harness.corpus import DEFAULT_CORPUS
 from harness.datasets import load_examples
 from harness.errors import HarnessError
-from harness.invocation import command_line
+from harness.invocation import command_line, saved_config
 from harness.metrics import METRICS, SCORER_VERSION
 from harness.options import check_targets, declared_values, option_fields, options_for, parse_options, typed_value
-from harness.plugins import DATASETS, METHODS
+from harness.plugins import DATASETS, METHODS, plugin_packages
 from harness.spec import CellSpec, example_ids_hash, examples_hash
 from harness.store import CellRecord, Store
 from harness.training import CPU_TRAINING, CPU_TRAINING_PER_METHOD, TrainingConfig
@@ -328,7 +328,7 @@ def compute_cells(
     if len({share_key(cell, context) for cell in cells}) > 1:
         raise ValueError("compute_cells needs cells with the same dataset, examples, retriever, m and backend")
     config = context.config
-    provenance = {
+    provenance: dict[str, Any] = {
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "harness_version": __version__,
         "limit": config.limit,
@@ -337,6 +337,12 @@ def compute_cells(
         "corpus": config.corpus,
         "command": command_line(),
     }
+    config_file = saved_config(config.results)
+    if config_file is not None:
+        provenance["config"] = config_file
+    plugins = plugin_packages([cells[0].spec.dataset], [cells[0].retriever], [cell.method.name for cell in cells])
+    if plugins:
+        provenance["plugins"] = plugins
     store = context.store
     records: list[CellRecord | None] = [None] * len(cells)
     with ExitStack() as stack:

@@ -1,11 +1,19 @@
 """Shared fixtures. Tests read the real raw data beside the project (../shared/data) unless told otherwise."""
 
+import tempfile
 from pathlib import Path
 
 import pytest
+from plugin_example import install_in_process
 from tiny_world import make_world
 
 from harness.paths import data_dir
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before collection: the contract tests are parametrised over the registries' names, and the example plugin
+    # (examples/harness-plugin-example, found through its entry points) must be among them.
+    install_in_process(Path(tempfile.mkdtemp(prefix="harness-plugin-metadata-")))
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,16 @@ import typer
 from rich.table import Table
 
 from harness.console import console
-from harness.registry import unknown_name
+from harness.registry import Registry, unknown_name
 
 LISTABLE = ("datasets", "suites", "metrics", "methods", "retrievers")
+
+
+def _packages(registry: Registry) -> list[str] | None:
+    """The package of each name, in order ("harness" or the plugin's "distribution version"), or ``None`` when no
+    other package registered any (the column is then left out)."""
+    origins = [registry.origin(name) for name in registry.names()]
+    return [origin or "harness" for origin in origins] if any(origins) else None
 
 
 def _datasets_table(data_dir: Path | None) -> Table:
@@ -19,9 +26,12 @@ def _datasets_table(data_dir: Path | None) -> Table:
     from harness.plugins import DATASETS
 
     table = Table(title="Datasets")
+    packages = _packages(DATASETS)
     for column in ("name", "title", "eval split", "eval", "train pool", "metrics", "held out", "source"):
         table.add_column(column, justify="right" if column in ("eval", "train pool") else "left")
-    for name in DATASETS.names():
+    if packages:
+        table.add_column("package")
+    for index, name in enumerate(DATASETS.names()):
         s = summarize(name, data_dir)
         table.add_row(
             s.name,
@@ -32,6 +42,7 @@ def _datasets_table(data_dir: Path | None) -> Table:
             ", ".join(METRIC_LABELS[m] for m in s.metrics),
             "yes" if s.held_out else "",
             s.source if s.problem is None else f"[red]{s.source}[/red]",
+            *([packages[index]] if packages else []),
         )
     return table
 
@@ -68,9 +79,19 @@ def _methods_table() -> Table:
         title="Methods (options: --option METHOD.KEY=VALUE)",
         caption=f"Trained methods also take the training options (defaults without the CPU budget): {training}",
     )
-    for column in ("method", "what it is", "template", "trained", "sweeps", "preserve", "options"):
+    packages = _packages(METHODS)
+    for column in (
+        "method",
+        "what it is",
+        "template",
+        "trained",
+        "sweeps",
+        "preserve",
+        "options",
+        *(["package"] if packages else []),
+    ):
         table.add_column(column)
-    for name in METHODS.names():
+    for index, name in enumerate(METHODS.names()):
         cls = METHODS.get(name)
         options = [f"{f.name}={f.default}" for f in option_fields(cls.Options).values()]
         summary = (cls.__doc__ or "").strip().splitlines()[0].replace("``", "")
@@ -80,7 +101,14 @@ def _methods_table() -> Table:
             cpu, full = (",".join(map(str, cls.default_sweep(budget))) for budget in (True, False))
             sweeps = f"--{cls.sweep} (default {cpu}" + (f"; --full {full}" if full != cpu else "") + ")"
         table.add_row(
-            name, summary, template, "yes" if cls.trained else "", sweeps, "yes" if cls.preserves else "", ", ".join(options)
+            name,
+            summary,
+            template,
+            "yes" if cls.trained else "",
+            sweeps,
+            "yes" if cls.preserves else "",
+            ", ".join(options),
+            *([packages[index]] if packages else []),
         )
     return table
 
@@ -91,12 +119,14 @@ def _retrievers_table() -> Table:
     from harness.plugins import RETRIEVERS
 
     table = Table(title="Retrievers (options: --option RETRIEVER.KEY=VALUE; a misspelt key is refused with the valid ones)")
-    for column in ("retriever", "what it is"):
+    packages = _packages(RETRIEVERS)
+    for column in ("retriever", "what it is", *(["package"] if packages else [])):
         table.add_column(column)
-    for name in RETRIEVERS.names():
+    for index, name in enumerate(RETRIEVERS.names()):
         factory = RETRIEVERS.get(name)
         doc = factory.__doc__ or importlib.import_module(factory.__module__).__doc__ or ""
-        table.add_row(name, doc.strip().splitlines()[0].replace("``", "") if doc.strip() else "")
+        summary = doc.strip().splitlines()[0].replace("``", "") if doc.strip() else ""
+        table.add_row(name, summary, *([packages[index]] if packages else []))
     return table
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from harness.commands._dataset_file import ANSWERS_FIELD, DATASET_FILE, DATASET_NAME, dataset_from_flags
+from harness.config_file import CONFIG_OPTION, record_resolved
 from harness.console import SpeedColumn, console, print_leaderboard
 from harness.errors import HarnessError
 from harness.registry import unknown_name
@@ -31,8 +32,13 @@ def _integers(value: str, flag: str, minimum: int) -> tuple[int, ...]:
 
 
 def run_command(
+    ctx: typer.Context,
+    config_file: Path | None = CONFIG_OPTION,
     suite: str | None = typer.Option(
-        None, "--suite", help="suite(s) or dataset(s), comma-separated (default qa12; none with --dataset-file)"
+        None,
+        "--suite",
+        "--tasks",
+        help="suite(s) or dataset(s), comma-separated (default qa12; none with --dataset-file); --tasks is an alias",
     ),
     dataset_file: Path | None = DATASET_FILE,
     dataset_name: str | None = DATASET_NAME,
@@ -165,6 +171,8 @@ def run_command(
         cpu_budget=cpu_budget,
         skip_unavailable=any(p in SUITES for p in parts),
     )
+    # Written with the first cell (a refused run writes nothing); each cell's provenance names it.
+    record_resolved(ctx)
     out = console()
     context = RunContext(config, log=lambda message: out.print(f"[dim]{message}[/dim]"))
     columns = (
