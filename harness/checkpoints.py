@@ -44,6 +44,18 @@ def readable_checkpoint(path: Path) -> bool:
     return True
 
 
+def find_checkpoint(folder: Path, digest: str) -> Path | None:
+    """The virtual-token checkpoint in ``folder`` whose tensor hash is ``digest`` (headers only are read)."""
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                if (handle.metadata() or {}).get("tensor_hash") == digest:
+                    return path
+        except SafetensorError:
+            continue  # a damaged file is no match; `harness store verify` reports it
+    return None
+
+
 def _read_tokens(path: Path, fix: str) -> tuple[torch.Tensor, dict[str, str]]:
     """The ``virtual_tokens`` tensor and metadata of a safetensors file; damage is a one-line error ending in ``fix``."""
     try:

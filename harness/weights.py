@@ -254,9 +254,14 @@ def adapter_folder(
     return folder
 
 
-def save_peft(peft_model: Any, folder: Path, spec: dict, log: TrainingLog) -> None:
+def save_peft(peft_model: Any, folder: Path, spec: dict, log: TrainingLog, base_model: str) -> None:
     """``peft_model``'s adapter in PEFT's format plus ``harness-training.json`` (spec, loss log), written into
-    ``folder`` (the staging folder :func:`adapter_folder` publishes)."""
+    ``folder`` (the staging folder :func:`adapter_folder` publishes). ``base_model`` is the backbone as the run
+    named it; the adapter records :func:`harness.models.peft_base_name` of it, not the cache folder PEFT saw."""
+    from harness.models import peft_base_name
+
+    for adapter_config in peft_model.peft_config.values():
+        adapter_config.base_model_name_or_path = peft_base_name(base_model)
     peft_model.save_pretrained(folder)
     (folder / "harness-training.json").write_text(
         json.dumps({"spec": spec, "log": log.__dict__, "harness_version": __version__}, indent=2, sort_keys=True) + "\n",

@@ -106,3 +106,37 @@ def test_version_flag(capsys):
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == f"harness {__version__}\n"
+
+
+@pytest.mark.parametrize("command", [["run", "--suite", "nq"], ["train", "--method", "spring"], ["preserve", "--tasks", "boolq"]])
+def test_device_is_checked_on_run_train_and_preserve(command, tmp_path, capsys):
+    import torch
+
+    results = ["--results", str(tmp_path / "results")]
+    assert main([*command, "--device", "gpu0", *results]) == 2
+    assert capsys.readouterr().err.strip() == "error: --device 'gpu0' is not a device; pass cpu, cuda or cuda:N"
+    if not torch.cuda.is_available():
+        assert main([*command, "--device", "cuda", *results]) == 2
+        assert "error: --device cuda: no CUDA GPU is visible on this machine; pass --device cpu" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def test_verbosity_hides_the_libraries_warnings_unless_debug(capsys):
+    import warnings
+
+    def raised() -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            # As PEFT raises transformers' deprecation of a renamed method, and as harness raises its own.
+            warnings.warn_explicit("is deprecated", FutureWarning, "peft_model.py", 1, module="peft.peft_model", registry={})
+            warnings.warn_explicit("ours", UserWarning, "runner.py", 1, module="harness.runner", registry={})
+        return [str(w.message) for w in caught]
+
+    try:
+        assert main(["ls", "suites"]) == 0  # the default: info
+        assert raised() == ["ours"]
+        assert main(["--verbosity", "debug", "ls", "suites"]) == 0
+        assert raised() == ["is deprecated", "ours"]
+        assert main(["--verbosity", "loud", "ls", "suites"]) == 2
+        assert "unknown verbosity level 'loud'. Valid verbosity levels: debug, info." in capsys.readouterr().err
+    finally:
+        main(["ls", "suites"])

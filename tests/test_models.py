@@ -79,6 +79,11 @@ def test_hub_id_offline_is_one_clear_line(monkeypatch, tmp_path):
         resolve_model_path("some-org/not-a-cached-model")
     with pytest.raises(NotAvailableOffline):
         resolve_model_path("mistral-7b-instruct")
+    # A single-segment hub id (gpt2) is a hub id, tried on the hub; a near-miss of an alias is a typo.
+    with pytest.raises(NotAvailableOffline, match="model 'gpt2' is not available offline"):
+        resolve_model_path("gpt2")
+    with pytest.raises(UnknownNameError, match="unknown model alias 'smollm2-136m'. Did you mean 'smollm2-135m'"):
+        resolve_model_path("smollm2-136m")
 
 
 def test_paper_aliases():
@@ -130,3 +135,16 @@ def test_lm_head_gets_a_dense_input_and_the_same_logits():
     hidden = loaded.model.config.hidden_size
     assert seen[0] == (2 * hidden, hidden, 1)  # dense, not the (7 * hidden, hidden, 1) of the slice
     assert torch.equal(kept, full)
+
+
+def test_an_adapter_names_its_base_by_hub_id_where_there_is_one(monkeypatch, tmp_path):
+    from harness import models
+
+    snapshot = tmp_path / "hub-snapshot"
+    monkeypatch.setattr(models, "_hub_snapshot", lambda repo_id, trust_remote_code=False: snapshot)
+    monkeypatch.setattr(models, "smollm2_folder", lambda: tmp_path / "converted")
+    assert models.peft_base_name("HuggingFaceTB/SmolLM2-360M") == "HuggingFaceTB/SmolLM2-360M"  # not the snapshot
+    assert models.peft_base_name("gpt2") == "gpt2"
+    assert models.peft_base_name("mistral-7b-instruct") == "mistralai/Mistral-7B-Instruct-v0.1"  # an alias of a hub id
+    # The GGUF alias has no hub repo with its weights: the converted folder it was trained on.
+    assert models.peft_base_name("smollm2-135m") == str(tmp_path / "converted")

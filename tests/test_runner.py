@@ -256,6 +256,29 @@ def test_lora_and_spring_plus_train_through_the_same_loop(world):
     assert not torch.allclose(base, adapted)
     assert torch.equal(base, fresh)
 
+    # The adapter is PEFT's own, portable: it names the weights it was trained on (not a cache folder PEFT saw),
+    # its files are world-readable, and AutoPeftModelForCausalLM loads it from elsewhere, merging to the same model.
+    import json
+    import os
+    import stat
+
+    from peft import AutoPeftModelForCausalLM
+
+    adapter_config = json.loads((adapters[0] / "adapter_config.json").read_text(encoding="utf-8"))
+    assert adapter_config["base_model_name_or_path"] == str(tiny_model_dir().resolve())
+    assert stat.S_IMODE(adapters[0].stat().st_mode) == 0o755
+    assert {stat.S_IMODE(f.stat().st_mode) for f in adapters[0].iterdir()} == {0o644}
+    elsewhere = world["results"].parent / "elsewhere"
+    elsewhere.mkdir()
+    cwd = os.getcwd()
+    try:
+        os.chdir(elsewhere)
+        loaded = AutoPeftModelForCausalLM.from_pretrained(str(adapters[0])).merge_and_unload().eval()
+    finally:
+        os.chdir(cwd)
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=probe).logits, adapted, atol=1e-5)
+
 
 def test_method_options_are_checked_once_for_run_and_train(capsys):
     from harness.runner import parse_options
@@ -318,7 +341,10 @@ def test_a_checkpoint_from_harness_train_serves_harness_run_with_a_limit(world, 
     options = [flag for key, value in SMALL_SPRING for flag in ("--option", f"{key}={value}")]
     assert main(["train", "--method", "spring", "--tokens", "3", "--corpus", str(world["corpus"]), *flags, *options]) == 0
     written = sorted(p.name for p in (world["results"] / "checkpoints").iterdir())
-    assert "training spring" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "training spring" in out
+    (tensor,) = (world["results"] / "checkpoints").glob("spring-*.safetensors")
+    assert f"spring: checkpoint {tensor} (hash " in out  # the file to copy or pass as spring.checkpoint
     run_flags = [
         "run",
         "--suite",

@@ -11,11 +11,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from harness.commands._common import DATA_DIR
 from harness.console import console
 
 
 def build(
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
+    data_dir: Path | None = DATA_DIR,
     force: bool = typer.Option(False, "--force", help="rebuild even if wiki-offline already exists"),
 ) -> None:
     """Assemble wiki-offline from the real Wikipedia passage files listed in MANIFEST.md (de-duplicated)."""

@@ -7,11 +7,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from harness.commands._common import DATA_DIR
 from harness.console import console
 
 
 def check(
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
+    data_dir: Path | None = DATA_DIR,
 ) -> None:
     """Load every dataset; print counts per split and what is missing. Exit 1 if a local dataset fails."""
     from harness.datasets import summarize

@@ -45,7 +45,7 @@ def diff_command(
     ),
     model: str | None = typer.Option(None, "--model", help="backbone id (needed when the store holds several)"),
     retriever: str | None = typer.Option(None, "--retriever", help="only cells of this retriever"),
-    fmt: str = typer.Option("table", "--format", help="table or jsonl (one object per question)"),
+    fmt: str = typer.Option("table", "--format", metavar="[table|jsonl]", help="table or jsonl (one object per question)"),
     max_rows: int | None = typer.Option(
         None, "--max-rows", help=f"questions listed per dataset (0: all; default {TABLE_ROWS} for table, all for jsonl)"
     ),

@@ -10,7 +10,10 @@ import typer
 
 def export_command(
     fmt: str = typer.Option(
-        "lm-eval", "--format", help="lm-eval (results.json + samples), flashrag (intermediate_data.json) or jsonl"
+        "lm-eval",
+        "--format",
+        metavar="[lm-eval|flashrag|jsonl]",
+        help="lm-eval (results.json + samples), flashrag (intermediate_data.json) or jsonl",
     ),
     out: Path | None = typer.Option(None, "--out", help="output folder (default: <results>/export/<format>/)"),
     suite: str | None = typer.Option(

@@ -15,6 +15,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from harness.commands._common import DATA_DIR, DEVICE
 from harness.commands._dataset_file import ANSWERS_FIELD, DATASET_FILE, DATASET_NAME, dataset_from_flags
 from harness.console import console
 
@@ -77,7 +78,9 @@ def generate_answers(
     if k < 1:
         raise HarnessError(f"--k must be at least 1 (got {k})")
     if device is not None:
-        _check_device(device)
+        from harness.models import check_device
+
+        check_device(device)
     # Validate names before any heavy work; chat_template is passed only when asked (prompt-chat always uses it).
     method_object = METHODS.get(method)(**({"chat_template": True} if chat_template else {}))
     from harness.corpus import DEFAULT_CORPUS
@@ -127,31 +130,6 @@ def generate_answers(
     )
 
 
-def _check_device(device: str) -> None:
-    """``--device`` names a device torch knows and this machine has, or a one-line error (before the model loads)."""
-    import torch
-
-    from harness.errors import HarnessError
-
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise HarnessError(f"--device {device!r} is not a device; pass cpu, cuda or cuda:N") from None
-    if parsed.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise HarnessError(f"--device {device}: no CUDA GPU is visible on this machine; pass --device cpu")
-        if parsed.index is not None and parsed.index >= count:
-            raise HarnessError(
-                f"--device {device}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1}); pass one of them"
-            )
-    elif parsed.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise HarnessError(f"--device {device}: no Apple GPU (MPS) is available on this machine; pass --device cpu")
-    elif parsed.type != "cpu":
-        raise HarnessError(f"--device {device!r}: the harness runs on cpu, cuda or mps devices; pass cpu, cuda or cuda:N")
-
-
 def results_table(result: GenerateResult, title: str) -> Table:
     table = Table(title=title, show_lines=False)
     table.add_column("#", justify="right")
@@ -189,10 +167,12 @@ def generate(
     k: int = typer.Option(5, "--k", min=0, help="passages per question"),
     limit: int | None = typer.Option(20, "--limit", min=0, help="first N questions (0 = all)"),
     split: str = typer.Option("eval", "--split", help="eval or train"),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
+    data_dir: Path | None = DATA_DIR,
     corpus: str | None = typer.Option(None, "--corpus", help="passage corpus for bm25/dense retrievers"),
-    dtype: str = typer.Option("auto", "--dtype", help="auto (fp32 on CPU, bf16 on GPUs with bf16), fp32, bf16, fp16"),
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)"),
+    dtype: str = typer.Option(
+        "auto", "--dtype", metavar="[auto|fp32|bf16|fp16]", help="auto (fp32 on CPU, bf16 on GPUs with bf16), fp32, bf16, fp16"
+    ),
+    device: str | None = DEVICE,
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="allow the model folder's own code"),
     chat_template: bool = typer.Option(False, "--chat-template", help="wrap inputs in the model's chat template"),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="inputs per batch (results do not depend on it)"),

@@ -43,7 +43,7 @@ def leaderboard_command(
     retriever: str | None = typer.Option(None, "--retriever", help="only cells of this retriever"),
     method: str | None = typer.Option(None, "--method", help="only these methods (labels), comma-separated"),
     metrics: str = typer.Option("exact_match,f1", "--metrics", help="comma-separated metric names"),
-    fmt: str = typer.Option("table", "--format", help="table, md, csv or json"),
+    fmt: str = typer.Option("table", "--format", metavar="[table|md|csv|json]", help="table, md, csv or json"),
     compare: str | None = typer.Option(None, "--compare", help="A,B: paired bootstrap CI of B - A"),
     all_models: bool = typer.Option(False, "--all-models", help="allow several backbones in one table"),
     all_variants: bool = typer.Option(

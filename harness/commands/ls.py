@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from harness.commands._common import DATA_DIR
 from harness.console import console
 from harness.registry import Registry, unknown_name
 
@@ -132,7 +133,7 @@ def _retrievers_table() -> Table:
 
 def ls(
     what: str = typer.Argument(..., help="datasets, suites, metrics, methods or retrievers"),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
+    data_dir: Path | None = DATA_DIR,
 ) -> None:
     """List datasets (with counts and source), suites, metrics, methods (with their options) or retrievers."""
     if what not in LISTABLE:

@@ -15,8 +15,10 @@ from rich.progress import ProgressColumn
 from rich.table import Table
 from rich.text import Text
 
+from harness.commands._common import DATA_DIR, DEVICE
 from harness.console import console
 from harness.registry import unknown_name
+from harness.verbosity import debug as verbosity_debug
 
 FORMATS = ("table", "md", "csv", "json")
 # Which (plugged) variants each method evaluates: SPRING is evaluated unplugged (= the base model) and plugged.
@@ -82,22 +84,20 @@ def preserve_command(
     full: bool = typer.Option(False, "--full", help="every document of every task (no CPU budget)"),
     verbose: bool = typer.Option(False, "--verbose", help="keep lm-eval's and datasets' own progress bars"),
     model: str = typer.Option("smollm2-135m", "--model", help="backbone: alias, local folder or hub id"),
-    dtype: str = typer.Option("auto", "--dtype", help="auto, fp32, bf16 or fp16"),
+    dtype: str = typer.Option("auto", "--dtype", metavar="[auto|fp32|bf16|fp16]", help="auto, fp32, bf16 or fp16"),
+    device: str | None = DEVICE,
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="trained LoRA / SPRING checkpoint"),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="lm-eval batch size (not part of the keys)"),
     source: str = typer.Option("local", "--source", help="local (shipped tasks on the raw files) or hub (stock lm-eval tasks)"),
-    data_dir: Path | None = typer.Option(
-        None, "--data-dir", help="raw-data folder (default: $HARNESS_DATA_DIR or ../shared/data)"
-    ),
+    data_dir: Path | None = DATA_DIR,
     results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
     force: bool = typer.Option(False, "--force", help="recompute cells that are already complete"),
     lm_eval_cache: Path | None = typer.Option(
         None, "--lm-eval-cache", help="folder for lm-eval's response cache (keyed by model + method hash); off by default"
     ),
-    fmt: str = typer.Option("table", "--format", help="table, md, csv or json"),
+    fmt: str = typer.Option("table", "--format", metavar="[table|md|csv|json]", help="table, md, csv or json"),
 ) -> None:
     """Run the preservation suites (SPRING Table 2) through lm-evaluation-harness and print task x method."""
-    import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from harness.errors import HarnessError
@@ -130,7 +130,11 @@ def preserve_command(
         require_method(name)  # fail before loading the model when a method has no checkpoint hook
     # The CPU budget, as `harness run`'s: without a GPU and without --limit/--full, a sample sized by the power rule.
     note = ""
-    if limit is None and not full and not torch.cuda.is_available():
+    from harness.models import check_device, uses_gpu
+
+    if device is not None:
+        check_device(device)
+    if limit is None and not full and not uses_gpu(device):
         from harness.power import preserve_sample_size
 
         sample = preserve_sample_size()
@@ -140,7 +144,7 @@ def preserve_command(
         note = f"limit {limit} documents per task"
     out = console()
     store = Store(results)
-    loaded = load_model(model, dtype=dtype)
+    loaded = load_model(model, dtype=dtype, device=device)
     if method_names is None:  # base, and every method whose trained weights for this backbone the store holds
         found = [n for n in preserve_methods() if n != "base" and METHODS.get(n).preserve_checkpoints(loaded, store)]
         method_names = ["base", *found]
@@ -181,7 +185,7 @@ def preserve_command(
                 progress=(lambda message: out.print(f"[dim]{message}[/dim]")) if verbose else None,
                 lm_eval_cache=lm_eval_cache,
                 tracker=tracker,
-                quiet=not verbose,
+                quiet=not (verbose or verbosity_debug()),
             )
             tracker.cells_done(done * per_method)  # cells the store already held count as done too
     out.print(f"[dim]preserve: {time.perf_counter() - started:.0f} s[/dim]")

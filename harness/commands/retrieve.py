@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from harness.commands._common import DATA_DIR
 from harness.commands._dataset_file import ANSWERS_FIELD, DATASET_FILE, DATASET_NAME, dataset_from_flags
 from harness.console import console
 
@@ -30,7 +31,7 @@ def retrieve(
     option: list[str] = typer.Option([], "--option", "-o", help="retriever option RETRIEVER.KEY=VALUE (repeatable)"),
     trec: bool = typer.Option(False, "--trec", help="also write each run in TREC run format"),
     results: Path | None = typer.Option(None, "--results", help="result store (default results/)"),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
+    data_dir: Path | None = DATA_DIR,
 ) -> None:
     """Retrieve top-k passages for every question of the suite (cached) and print recall@k per dataset."""
     from harness.datasets import get_task, load_examples

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from harness.commands._common import DATA_DIR, DEVICE
 from harness.commands._dataset_file import ANSWERS_FIELD, DATASET_FILE, DATASET_NAME, dataset_from_flags
 from harness.config_file import CONFIG_OPTION, record_resolved
 from harness.console import SpeedColumn, console, print_leaderboard
@@ -55,7 +56,8 @@ def run_command(
     tokens: str | None = typer.Option(None, "--tokens", help="virtual-token counts k for methods with tokens"),
     shots: str | None = typer.Option(None, "--shots", help="solved examples for few-shot methods (default 3)"),
     model: str = typer.Option("smollm2-135m", "--model", help="alias, local folder or hub id"),
-    dtype: str = typer.Option("auto", "--dtype", help="auto, fp32, bf16 or fp16"),
+    dtype: str = typer.Option("auto", "--dtype", metavar="[auto|fp32|bf16|fp16]", help="auto, fp32, bf16 or fp16"),
+    device: str | None = DEVICE,
     limit: int | None = typer.Option(None, "--limit", min=1, help="examples per dataset (seeded sample)"),
     full: bool = typer.Option(False, "--full", help="evaluate the full evaluation splits (no CPU limit)"),
     seed: int = typer.Option(0, "--seed", help="seed of the example sample (and of training)"),
@@ -71,9 +73,12 @@ def run_command(
     ),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="allow the model's own code"),
     results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="raw data folder (default ../shared/data)"),
+    data_dir: Path | None = DATA_DIR,
     executor: str = typer.Option(
-        "local", "--executor", help="local, or ray: checkpoints then datasets as Ray tasks (pip install -e '.[ray]')"
+        "local",
+        "--executor",
+        metavar="[local|ray]",
+        help="local, or ray: checkpoints then datasets as Ray tasks (pip install -e '.[ray]')",
     ),
     address: str | None = typer.Option(
         None, "--address", help="with --executor ray: a running cluster (auto, or host:port); default: start a local one"
@@ -134,11 +139,13 @@ def run_command(
     retrievers = _names(retriever, "--retriever")
     for name in retrievers:
         RETRIEVERS.check(name)
-    import torch
+    from harness.models import check_device, uses_gpu
 
-    # The CPU budget (README): short inputs and a training budget whenever there is no GPU and no --full, and,
-    # without --limit, a sample sized by the power rule. --limit changes only the sample, never silently the rest.
-    cpu_budget = not full and not torch.cuda.is_available()
+    if device is not None:
+        check_device(device)
+    # The CPU budget (README): short inputs and a training budget whenever the run is not on a GPU and has no
+    # --full, and, without --limit, a sample sized by the power rule. --limit changes only the sample, never the rest.
+    cpu_budget = not full and not uses_gpu(device)
     sample = None
     if cpu_budget:
         max_input_tokens = max_input_tokens or CPU_MAX_INPUT_TOKENS
@@ -157,6 +164,7 @@ def run_command(
         shots=_integers(shots, "--shots", 1) if shots else None,
         model=model,
         dtype=dtype,
+        device=device,
         trust_remote_code=trust_remote_code,
         limit=None if full else limit,
         seed=seed,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from harness.commands._common import DATA_DIR, DEVICE
 from harness.console import console
 from harness.errors import HarnessError
 
@@ -20,19 +21,21 @@ def train_command(
     batch_size: int | None = typer.Option(None, "--batch-size", min=1),
     lr: float | None = typer.Option(None, "--lr"),
     seed: int = typer.Option(0, "--seed"),
+    device: str | None = DEVICE,
     full: bool = typer.Option(False, "--full", help="no CPU training budget"),
     option: list[str] = typer.Option([], "--option", "-o", help="METHOD.KEY=VALUE (repeatable)"),
     results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="raw data folder"),
+    data_dir: Path | None = DATA_DIR,
     corpus: str = typer.Option("wiki-offline", "--corpus", help="'wiki-offline' or a passage file (as for `harness run`)"),
 ) -> None:
     """Train METHOD on the in-domain training pools and store its checkpoint (skipped if it exists)."""
-    import torch
-
+    from harness.models import check_device, uses_gpu
     from harness.paths import writable_folder
     from harness.plugins import METHODS, RETRIEVERS
     from harness.runner import RunConfig, RunContext, check_options, method_instances, parse_options
 
+    if device is not None:
+        check_device(device)
     writable_folder(results, "--results")
     cls = METHODS.get(method)
     if not cls.trained:
@@ -56,14 +59,19 @@ def train_command(
         data_dir=data_dir,
         corpus=corpus,
         method_options=tuple(pairs),
-        cpu_budget=not full and not torch.cuda.is_available(),
+        device=device,
+        cpu_budget=not full and not uses_gpu(device),
     )
     check_options(config)
     out = console()
     context = RunContext(config, log=lambda message: out.print(message))
     for instance in method_instances(method, config):
         instance.prepare(context, retriever)
-        out.print(f"{method}: checkpoint {instance.checkpoint_hash} in {results / 'checkpoints'}")
+        location = instance.checkpoint_location(results)
+        where = location if location is not None else f"in {results / 'checkpoints'}"
+        out.print(
+            f"{method}: checkpoint {where} (hash {instance.checkpoint_hash})", markup=False, highlight=False, soft_wrap=True
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -103,6 +103,11 @@ class Method(ABC):
     def prepare_dataset(self, context: MethodContext, retriever: str, dataset: str) -> None:  # noqa: B027 - a hook
         """Per-dataset inputs (few-shot examples, a chat-template check); a HarnessError skips the dataset."""
 
+    def checkpoint_location(self, results: Path) -> Path | None:
+        """The file or folder holding the weights :meth:`prepare` trained or found (`harness train` prints it);
+        ``None`` for a method without weights, or when it cannot be named."""
+        return None
+
     def backend_for(self, context: MethodContext) -> Any:
         """The generation backend this method's inputs run on: the shared base one unless it changes the model."""
         return context.backend

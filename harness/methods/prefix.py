@@ -218,7 +218,7 @@ def train_prefix_peft(
     with torch.no_grad():
         prompt.copy_(initial.to(prompt.device, prompt.dtype))
     record = train(PeftPromptTrainer(method, peft_model, HFBackend(copy), config), data, config, log=log, progress=progress)
-    save_peft(peft_model, folder, spec, record)
+    save_peft(peft_model, folder, spec, record, copy.model_id)
     return record
 
 

@@ -126,6 +126,15 @@ class Spring(Method):
         self.weights, self.checkpoint_hash = virtual_tokens(self, context, retriever)
         self.check_tokens()
 
+    def checkpoint_location(self, results: Path) -> Path | None:
+        from harness.checkpoints import find_checkpoint
+
+        if self.checkpoint:  # an official or exported file passed with --option spring.checkpoint=PATH
+            return Path(self.checkpoint)
+        if self.checkpoint_hash is None:
+            return None
+        return find_checkpoint(Path(results) / "checkpoints", self.checkpoint_hash)
+
     def check_tokens(self) -> None:
         """The prepared checkpoint has at least k tokens."""
         if self.weights is not None and self.weights.shape[0] < self.tokens:

@@ -359,20 +359,27 @@ def _cache_path(folder: str | Path | None, model_identity: Mapping[str, Any], me
 
 @contextmanager
 def _third_party_bars(off: bool):
-    """With ``off``: no `datasets` bars ("Generating split", "Map") and no lm-eval request-building bar."""
+    """With ``off``: no `datasets` bars ("Generating split", "Map"), no lm-eval request-building bar and no git
+    error from lm-eval's commit lookup."""
     if not off:
         yield
         return
     import datasets
     import lm_eval.api.task as lm_eval_task
+    import lm_eval.evaluator as lm_eval_evaluator
 
     were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     bar = lm_eval_task.tqdm
     lm_eval_task.tqdm = lambda iterable, *args, **kwargs: iterable  # the loop over documents
+    # lm-eval runs `git describe` in the working folder for a results field harness does not keep; outside a git
+    # checkout its "fatal: not a git repository" would reach the terminal.
+    git_hash = lm_eval_evaluator.get_git_commit_hash
+    lm_eval_evaluator.get_git_commit_hash = lambda: None
     try:
         yield
     finally:
+        lm_eval_evaluator.get_git_commit_hash = git_hash
         lm_eval_task.tqdm = bar
         if were_on:
             datasets.enable_progress_bars()
