@@ -122,6 +122,17 @@ def import_official(path: str | os.PathLike, *, hidden_size: int, weights_hash: 
     return loaded.to(torch.float32)
 
 
+def export_official(path: Path, out: Path) -> torch.Tensor:
+    """Write the harness checkpoint ``path``'s tokens as the official SPRING release shape, one fp32 ``[n, d]``
+    tensor saved with ``torch.save`` (what the official code and FlashRAG's loader read, and
+    :func:`import_official` reads back with ``weights_only=True``); returns the tensor."""
+    tokens, _ = _read_tokens(path, "pass an intact checkpoint file")
+    tensor = tokens.detach().to("cpu", torch.float32).contiguous().clone()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cache.publish(out, lambda tmp: torch.save(tensor, tmp))
+    return tensor
+
+
 def _check_fits(path: Path, tokens: torch.Tensor, hidden_size: int) -> None:
     if tokens.dim() != 2:
         raise HarnessError(f"{path}: virtual tokens must be a [n, d] tensor, got shape {tuple(tokens.shape)}")

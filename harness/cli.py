@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "diff",
     "report",
     "export",
+    "export_tokens",
     "store",
 )
 
