@@ -9,7 +9,9 @@ import sys
 import typer
 
 from harness import invocation
+from harness.activity import reporting
 from harness.config_file import CLICK_ERRORS
+from harness.console import console, rich_reporter
 from harness.errors import HarnessError
 from harness.verbosity import set_verbosity
 
@@ -84,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     invocation.record(sys.argv[1:] if argv is None else argv)
     try:
         # Not standalone: click's usage errors come back here, to be printed as one line like every other error.
-        code = app(args=argv, prog_name="harness", standalone_mode=False)
+        # Long engine steps (corpus, index, retrieval) draw a bar; a command with its own live display joins it there.
+        with reporting(rich_reporter(console())):
+            code = app(args=argv, prog_name="harness", standalone_mode=False)
         return code if isinstance(code, int) else 0
     except _CLICK_ERRORS.NoArgsIsHelpError as error:
         print(error.ctx.get_help())  # `harness` or `harness store` alone: the help, as click prints it (exit 2)

@@ -83,3 +83,53 @@ class SpeedColumn(ProgressColumn):
         unit = task.fields.get("unit", "ex")
         speed = task.finished_speed or task.speed
         return Text(f"{speed:.2f} {unit}/s" if speed and unit else "", style="progress.data.speed")
+
+
+def rich_reporter(out: Console, progress: Any = None) -> Any:
+    """An :mod:`harness.activity` reporter drawing each step as a rich bar (count, rate, elapsed, ETA): a task of
+    ``progress`` when the command already shows one (rich allows one live display), else its own transient bar.
+    A step that took 2 s or more leaves one dim line saying what it did and how fast."""
+    import contextlib
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    live: dict[str, Any] = {"progress": progress}  # an own bar is shared by nested steps (an index built mid-search)
+
+    @contextlib.contextmanager
+    def report(description: str, total: int | None, unit: str) -> Any:
+        owned = live["progress"] is None
+        if owned:
+            live["progress"] = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                SpeedColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=out,
+                transient=True,
+            )
+            live["progress"].start()
+        shown = live["progress"]
+        task = shown.add_task(escape(description), total=total, unit=unit)  # a label is never read as markup
+        done = [0]
+        started = time.perf_counter()
+
+        def advance(count: int = 1) -> None:
+            done[0] += count
+            shown.advance(task, count)
+
+        try:
+            yield advance
+        finally:
+            shown.remove_task(task)
+            if owned:
+                shown.stop()
+                live["progress"] = None
+        seconds = time.perf_counter() - started
+        if seconds >= 2:
+            rate = f" ({done[0] / seconds:,.0f} {unit}/s)" if done[0] else ""
+            out.print(f"{description}: {done[0]:,} {unit} in {seconds:.1f} s{rate}", style="dim", markup=False, highlight=False)
+
+    return report

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness import cache
+from harness.activity import activity
 from harness.errors import HarnessError
 from harness.paths import cache_dir
 from harness.types import Passage
@@ -344,15 +345,18 @@ def _fill_store(numbered: Iterable[tuple[int, Passage]], tmp: Path, name: str, s
         batch.clear()
         batch_lines.clear()
 
-    for line, passage in numbered:
-        batch.append((size, passage.id, passage.title, passage.text))
-        batch_lines.append(line)
-        digest.add(passage)
-        size += 1
-        if len(batch) >= _BATCH:
+    with activity(f"corpus {name}: storing passages", unit="passages") as advance:
+        for line, passage in numbered:
+            batch.append((size, passage.id, passage.title, passage.text))
+            batch_lines.append(line)
+            digest.add(passage)
+            size += 1
+            if len(batch) >= _BATCH:
+                advance(len(batch))
+                flush()
+        if batch:
+            advance(len(batch))
             flush()
-    if batch:
-        flush()
     if size == 0:
         raise HarnessError(f"{source}: corpus is empty; it needs at least one passage")
     connection.commit()

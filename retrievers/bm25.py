@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from harness import cache
+from harness.activity import activity
 from harness.corpus import Corpus, open_corpus
 from harness.errors import HarnessError
 from harness.paths import cache_dir
@@ -205,10 +206,20 @@ def _save_bm25_index(corpus: Corpus, config: BM25Config, staging: Path) -> None:
     from bm25s.tokenization import Tokenized
 
     tokenizer = make_tokenizer(config)
-    texts = (index_text(p) for p in corpus)
-    ids = list(tokenizer.streaming_tokenize(texts, update_vocab=True))
+    with activity(f"bm25 index of {corpus.name}: tokenizing", total=len(corpus), unit="passages") as advance:
+
+        def texts() -> Iterator[str]:
+            for row, passage in enumerate(corpus, start=1):
+                if row % 1000 == 0:
+                    advance(1000)
+                yield index_text(passage)
+            advance(len(corpus) % 1000)
+
+        ids = list(tokenizer.streaming_tokenize(texts(), update_vocab=True))
     model = bm25s.BM25(k1=config.k1, b=config.b, method=config.method, backend="numpy")
-    model.index(Tokenized(ids=ids, vocab=tokenizer.get_vocab_dict()), show_progress=False)
+    with activity(f"bm25 index of {corpus.name}: scoring", unit="passages") as advance:
+        model.index(Tokenized(ids=ids, vocab=tokenizer.get_vocab_dict()), show_progress=False)
+        advance(len(ids))
     staging.mkdir()
     model.save(str(staging), show_progress=False)
     tokenizer.save_vocab(str(staging))

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from harness import cache
+from harness.activity import activity
 from harness.corpus import Corpus, open_corpus
 from harness.errors import HarnessError, NotAvailableOffline
 from harness.hub import hub_online
@@ -296,34 +297,6 @@ class DenseRetriever(Retriever):
         return self.corpus.passage(passage_id)
 
 
-def _progress() -> Any:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class Rate(ProgressColumn):
-        def render(self, task: Any) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:,.0f} passages/s" if speed else "? passages/s")
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        Rate(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    )
-
-
 def encode_corpus(retriever: DenseRetriever, directory: Path) -> None:
     """Encode every passage in chunks (resuming after a crash), then assemble ``embeddings.npy`` atomically."""
     corpus = retriever.corpus
@@ -333,8 +306,7 @@ def encode_corpus(retriever: DenseRetriever, directory: Path) -> None:
     chunk_path = [directory / f"chunk-{i:06d}.npy" for i in range(n_chunks)]
     done = sum(min(CHUNK_ROWS, len(corpus) - i * CHUNK_ROWS) for i in range(n_chunks) if chunk_path[i].is_file())
     model = retriever._model()
-    with _progress() as progress:
-        task = progress.add_task(f"encoding {corpus.name} with {retriever.name}", total=len(corpus), completed=done)
+    with activity(f"encoding {corpus.name} with {retriever.name}", total=len(corpus) - done, unit="passages") as advance:
         for i in range(n_chunks):
             if chunk_path[i].is_file():
                 continue
@@ -352,7 +324,7 @@ def encode_corpus(retriever: DenseRetriever, directory: Path) -> None:
                         show_progress_bar=False,
                     ).astype(retriever.embedding_dtype)
                 )
-                progress.advance(task, len(texts))
+                advance(len(texts))
             chunk = np.concatenate(vectors)
 
             def save_chunk(handle: Any, chunk: np.ndarray = chunk) -> None:

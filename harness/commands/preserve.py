@@ -15,8 +15,9 @@ from rich.progress import ProgressColumn
 from rich.table import Table
 from rich.text import Text
 
+from harness.activity import reporting
 from harness.commands._common import DATA_DIR, DEVICE
-from harness.console import console
+from harness.console import console, rich_reporter
 from harness.registry import unknown_name
 from harness.verbosity import debug as verbosity_debug
 
@@ -165,7 +166,7 @@ def preserve_command(
             variants.append(resolve_preserve_model(name, loaded, store, **extra))
     columns = (TextColumn("{task.description}"), BarColumn(), DocumentsColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     started = time.perf_counter()
-    with Progress(*columns, console=out, transient=False) as progress:
+    with Progress(*columns, console=out, transient=False) as progress, reporting(rich_reporter(out, progress)):
         per_method = sum(len(shots_of[t]) for t in task_names)
         tracker = CellTracker(progress, cells=len(variants) * per_method)
         for done, (model_object, method_spec, virtual_tokens) in enumerate(variants, start=1):

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import typer
 
+from harness.activity import reporting
 from harness.commands._common import DATA_DIR, DEVICE
 from harness.commands._dataset_file import ANSWERS_FIELD, DATASET_FILE, DATASET_NAME, dataset_from_flags
 from harness.config_file import CONFIG_OPTION, record_resolved
-from harness.console import SpeedColumn, console, print_leaderboard
+from harness.console import SpeedColumn, console, print_leaderboard, rich_reporter
 from harness.errors import HarnessError
 from harness.registry import unknown_name
 
@@ -200,7 +201,7 @@ def run_command(
             DatasetFile(dataset_file, dataset_name, answers_field),
             log=lambda line: out.print(line, markup=False, highlight=False, soft_wrap=True),
         )  # then the local pass below finds every cell in the store, and prints what a local run prints
-    with Progress(*columns, console=out, transient=False) as progress:
+    with Progress(*columns, console=out, transient=False) as progress, reporting(rich_reporter(out, progress)):
         cells, notices = run(config, context, progress)
     for notice in notices:
         # One line each, never wrapped: a notice names a file path to copy (a wrap could split it).
