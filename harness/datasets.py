@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -210,3 +211,17 @@ def summarize(name: str, data_dir: str | Path | None = None) -> DatasetSummary:
         source=source,
         problem=problem,
     )
+
+
+def sample_examples(
+    examples: list[Example], dataset: str, limit: int | None, seed: int = 0, first: bool = False
+) -> list[Example]:
+    """``limit`` of ``examples`` (all when ``None`` or at least as many): a sample drawn with ``seed`` and kept in
+    file order, or with ``first`` the first ``limit``. The one meaning of ``--limit`` for run, generate and
+    retrieve, so `harness generate --dataset nq --limit 20` shows the questions `harness run --limit 20` scores."""
+    if limit is None or limit >= len(examples):
+        return examples
+    if first:
+        return examples[:limit]
+    chosen = sorted(random.Random(f"{seed}:{dataset}").sample(range(len(examples)), limit))
+    return [examples[i] for i in chosen]

@@ -9,7 +9,6 @@ largest m serves every method and m.
 from __future__ import annotations
 
 import datetime as _dt
-import random
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any
 
 from harness import __version__
 from harness.corpus import DEFAULT_CORPUS
-from harness.datasets import load_examples
+from harness.datasets import load_examples, sample_examples
 from harness.errors import HarnessError
 from harness.invocation import command_line, saved_config
 from harness.metrics import METRICS, SCORER_VERSION
@@ -66,11 +65,7 @@ class RunConfig:
 
 def select_examples(dataset: str, limit: int | None, seed: int, data_dir: Path | None) -> list[Example]:
     """The evaluated examples: all, or ``limit`` drawn with ``seed`` (kept in file order)."""
-    examples = load_examples(dataset, data_dir=data_dir)
-    if limit is None or limit >= len(examples):
-        return examples
-    chosen = sorted(random.Random(f"{seed}:{dataset}").sample(range(len(examples)), limit))
-    return [examples[i] for i in chosen]
+    return sample_examples(load_examples(dataset, data_dir=data_dir), dataset, limit, seed)
 
 
 class RunContext:

@@ -22,11 +22,10 @@ def test_nested_steps_share_one_bar_and_slow_ones_leave_a_line(monkeypatch):
     out = Console(record=True, width=120, force_terminal=False)
     clock = itertools.count(start=0.0, step=1.5)  # each step spans two readings: 1.5 s apart
     monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
-    with reporting(rich_reporter(out)):
-        with activity("retrieving nq/eval with bm25[k=5]", total=10, unit="q") as outer:
-            with activity("bm25 index of tiny: tokenizing", total=4000, unit="passages") as inner:  # mid-search
-                inner(4000)
-            outer(10)
+    with reporting(rich_reporter(out)), activity("retrieving nq/eval with bm25[k=5]", total=10, unit="q") as outer:
+        with activity("bm25 index of tiny: tokenizing", total=4000, unit="passages") as inner:  # mid-search
+            inner(4000)
+        outer(10)
     lines = [line.strip() for line in out.export_text().splitlines() if line.strip()]
     # The inner step took 1.5 s (no line); the outer one 4.5 s, and its label is printed as typed (no markup).
     assert lines == ["retrieving nq/eval with bm25[k=5]: 10 q in 4.5 s (2 q/s)"]

@@ -54,3 +54,15 @@ def test_bad_names_are_one_line_errors(args, message, capsys, real_data_dir):
     code = main(["generate", "--dataset", "nq", "--limit", "1", *args])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_limit_is_the_runs_seeded_sample_and_first_is_file_order(real_data_dir):
+    from harness.datasets import load_examples
+    from harness.runner import select_examples
+
+    common = dict(model=str(tiny_model_dir()), dataset="nq", method="closed-book", retriever="none", k=1, max_new_tokens=1)
+    sampled = generate_answers(**common, limit=3)
+    in_order = generate_answers(**common, limit=3, first=True)
+    assert [row.question for row in sampled.rows] == [e.question for e in select_examples("nq", 3, 0, None)]
+    assert [row.question for row in in_order.rows] == [e.question for e in load_examples("nq")[:3]]
+    assert [row.question for row in sampled.rows] != [row.question for row in in_order.rows]

@@ -55,6 +55,8 @@ def generate_answers(
     k: int,
     limit: int | None,
     split: str = "eval",
+    seed: int = 0,
+    first: bool = False,
     data_dir: Path | None = None,
     corpus: str | None = None,
     dtype: str = "auto",
@@ -66,7 +68,7 @@ def generate_answers(
     max_input_tokens: int | None = None,
 ) -> GenerateResult:
     """Load, retrieve, build inputs, generate and score (the work behind the command, for tests and scripts)."""
-    from harness.datasets import load_examples
+    from harness.datasets import load_examples, sample_examples
     from harness.errors import HarnessError
     from harness.generation import DecodingConfig, HFBackend
     from harness.metrics import exact_match, f1
@@ -87,7 +89,7 @@ def generate_answers(
 
     context = RetrieverContext(dataset=dataset, data_dir=data_dir, corpus=corpus or DEFAULT_CORPUS)
     retriever_object = make_retriever(retriever, context)
-    examples = load_examples(dataset, split, data_dir=data_dir, limit=limit)  # type: ignore[arg-type]  # it refuses other splits
+    examples = sample_examples(load_examples(dataset, split, data_dir=data_dir), dataset, limit, seed, first)  # type: ignore[arg-type]  # it refuses other splits
 
     started = time.perf_counter()
     loaded = load_model(model, dtype=dtype, trust_remote_code=trust_remote_code, device=device)
@@ -165,7 +167,11 @@ def generate(
     method: str = typer.Option("prompt", "--method", help="closed-book, concat, prompt, ..."),
     retriever: str = typer.Option("none", "--retriever", help="none, oracle, bm25, minilm, ..."),
     k: int = typer.Option(5, "--k", min=0, help="passages per question"),
-    limit: int | None = typer.Option(20, "--limit", min=0, help="first N questions (0 = all)"),
+    limit: int | None = typer.Option(
+        20, "--limit", min=0, help="N questions, a seeded sample as `harness run --limit N` draws (0 = all)"
+    ),
+    first: bool = typer.Option(False, "--first", help="with --limit: the first N questions in file order instead"),
+    seed: int = typer.Option(0, "--seed", help="seed of the --limit sample"),
     split: str = typer.Option("eval", "--split", help="eval or train"),
     data_dir: Path | None = DATA_DIR,
     corpus: str | None = typer.Option(None, "--corpus", help="passage corpus for bm25/dense retrievers"),
@@ -192,6 +198,8 @@ def generate(
         k=k,
         limit=limit or None,
         split=split,
+        seed=seed,
+        first=first,
         data_dir=data_dir,
         corpus=corpus,
         dtype=dtype,

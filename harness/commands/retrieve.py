@@ -27,14 +27,18 @@ def retrieve(
     k: int = typer.Option(5, "--k", min=1, help="passages per question"),
     split: str = typer.Option("eval", "--split", help="eval or train"),
     corpus: str = typer.Option("wiki-offline", "--corpus", help="'wiki-offline' or a passage file"),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="first N questions of each dataset"),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="N questions of each dataset, a seeded sample as `harness run --limit N` draws"
+    ),
+    first: bool = typer.Option(False, "--first", help="with --limit: the first N questions in file order instead"),
+    seed: int = typer.Option(0, "--seed", help="seed of the --limit sample"),
     option: list[str] = typer.Option([], "--option", "-o", help="retriever option RETRIEVER.KEY=VALUE (repeatable)"),
     trec: bool = typer.Option(False, "--trec", help="also write each run in TREC run format"),
     results: Path | None = typer.Option(None, "--results", help="result store (default results/)"),
     data_dir: Path | None = DATA_DIR,
 ) -> None:
     """Retrieve top-k passages for every question of the suite (cached) and print recall@k per dataset."""
-    from harness.datasets import get_task, load_examples
+    from harness.datasets import get_task, load_examples, sample_examples
     from harness.errors import HarnessError, NotAvailableOffline
     from harness.options import check_targets, options_for, parse_options
     from harness.paths import results_dir, writable_folder
@@ -77,7 +81,7 @@ def retrieve(
             if split == "train" and (task.held_out or not task.has_train_pool()):
                 reason = "a held-out dataset" if task.held_out else "a dataset without a training pool"
                 raise NotApplicable(f"{dataset} is {reason}: it has no train split")
-            examples = load_examples(dataset, split, data_dir=data_dir, limit=limit)  # type: ignore[arg-type]  # checked above
+            examples = sample_examples(load_examples(dataset, split, data_dir=data_dir), dataset, limit, seed, first)  # type: ignore[arg-type]  # checked above
         except (NotAvailableOffline, NotApplicable) as error:
             if explicit_only:
                 raise
