@@ -107,6 +107,7 @@ def _lm_eval(store: Store, cells: pd.DataFrame, out: Path, book: PassageBook) ->
                         "doc_id": doc_id,
                         "doc": {"id": row["id"], "question": row.get("question"), "golds": row.get("golds")},
                         "target": row.get("golds"),
+                        "arguments": [[row.get("prompt"), dict(cell.spec.decoding)]],  # lm-eval's (context, gen kwargs)
                         "resps": [[row.get("raw")]],
                         "filtered_resps": [row.get("prediction")],
                         **row["metrics"],
@@ -168,6 +169,7 @@ def _flashrag(store: Store, cells: pd.DataFrame, out: Path, book: PassageBook) -
                             {"id": p["id"], "contents": f'"{p["title"]}"\n{p["text"]}' if p["text"] is not None else None}
                             for p in passages
                         ],
+                        "prompt": row.get("prompt"),
                         "raw_pred": row.get("raw"),
                         "pred": row.get("prediction"),
                         "metric_score": {FLASHRAG_METRICS.get(k, k): v for k, v in row["metrics"].items()},

@@ -24,6 +24,7 @@ from harness.invocation import command_line, saved_config
 from harness.metrics import METRICS, SCORER_VERSION
 from harness.options import check_targets, declared_values, option_fields, options_for, parse_options, typed_value
 from harness.plugins import DATASETS, METHODS, plugin_packages
+from harness.segments import render_segments
 from harness.spec import CellSpec, example_ids_hash, examples_hash
 from harness.store import CellRecord, Store
 from harness.training import CPU_TRAINING, CPU_TRAINING_PER_METHOD, TrainingConfig
@@ -382,9 +383,14 @@ def compute_cells(
             # Every (cell, example) this chunk still lacks, answered in one backend call.
             jobs = [(slot, i) for slot, (_, _, _, done) in enumerate(open_cells) for i in positions if i >= done]
             inputs = [open_cells[slot][1].method.build_input(examples[i], passages[i], backend.tokenizer) for slot, i in jobs]
-            generations = iter(backend.generate(inputs, context.decoding, reuse_prefix=m > 0))
+            # Each answer with the text of the very input it answered (cut passages, shots, chat wrapping included).
+            answered = iter(zip(inputs, backend.generate(inputs, context.decoding, reuse_prefix=m > 0), strict=True))
             for slot, (_, cell, writer, _) in enumerate(open_cells):
-                rows = [_prediction_row(cell, examples[i], passages[i], next(generations)) for s, i in jobs if s == slot]
+                rows = [
+                    _prediction_row(cell, examples[i], passages[i], *next(answered), backend.tokenizer)
+                    for s, i in jobs
+                    if s == slot
+                ]
                 if rows:
                     writer.append(rows)
                     on_batch(cell, len(rows))
@@ -393,13 +399,16 @@ def compute_cells(
     return records
 
 
-def _prediction_row(cell: Cell, example: Example, used: Sequence[Passage], generation: Any) -> dict[str, Any]:
+def _prediction_row(
+    cell: Cell, example: Example, used: Sequence[Passage], segments: Any, generation: Any, tokenizer: Any
+) -> dict[str, Any]:
     scores = {name: METRICS[name](generation.prediction, list(example.golds)) for name in cell.spec.metrics}
     return {
         "id": example.id,
         "question": example.question,
         "golds": list(example.golds),
         "passage_ids": [p.id for p in used],
+        "prompt": render_segments(segments, tokenizer),  # virtual tokens shown as <T×k>
         "prediction": generation.prediction,
         "raw": generation.raw,
         "input_tokens": generation.input_tokens,

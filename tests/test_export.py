@@ -56,7 +56,8 @@ def test_flashrag_shape(results, capsys):
     items = json.loads((folder / "intermediate_data.json").read_text())
     assert [item["output"]["metric_score"]["em"] for item in items] == [1.0, 0.0, 0.0, 1.0, 0.0]
     assert set(items[0]) == {"id", "question", "golden_answers", "output"}
-    assert set(items[0]["output"]) == {"retrieval_result", "raw_pred", "pred", "metric_score"}
+    assert set(items[0]["output"]) == {"retrieval_result", "prompt", "raw_pred", "pred", "metric_score"}
+    assert items[0]["output"]["prompt"] is None  # a cell written without its inputs (the tiny store's rows)
     assert items[1]["output"]["retrieval_result"][0] == {
         "id": "p2",
         "contents": '"Paris"\nParis is the capital and most populous city of France.',
@@ -74,3 +75,24 @@ def test_jsonl_and_bad_input(results, capsys):
     assert "Did you mean 'lm-eval'" in capsys.readouterr().err
     assert main(["export", "--method", "lora", "--results", str(results)]) == 2
     assert "no finished cell matches these filters" in capsys.readouterr().err
+
+
+def test_each_exported_row_carries_the_input_the_model_read(world, capsys):
+    """A cell computed by the runner stores each question's rendered input (passages cut as they were read)."""
+    from tiny_world import run_config
+
+    from harness.runner import run
+    from harness.templates import INSTRUCTION
+
+    run(run_config(world, methods=("prompt",), max_input_tokens=90))
+    paths = _export(world["results"], "lm-eval", capsys)
+    (samples,) = [Path(p) for p in paths if p.endswith("samples_nq.jsonl")]
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert len(rows) == 5
+    for row in rows:
+        prompt, decoding = row["arguments"][0]
+        assert prompt.endswith(f"{INSTRUCTION}\nQuestion: {row['doc']['question']}\nAnswer:")
+        assert prompt.removeprefix("<s>").startswith("[1] ") and decoding["max_new_tokens"] == run_config(world).max_new_tokens
+    paths = _export(world["results"], "flashrag", capsys)
+    (intermediate,) = [Path(p) for p in paths if p.endswith("intermediate_data.json")]
+    assert [item["output"]["prompt"] for item in json.loads(intermediate.read_text())] == [r["arguments"][0][0] for r in rows]
