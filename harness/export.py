@@ -17,7 +17,6 @@ row of every cell with the cell's identity. Passage texts come from the corpus p
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ import pandas as pd
 
 from harness.diff import PassageBook
 from harness.errors import HarnessError
+from harness.metrics import standard_error
 from harness.store import CellRecord, Store
 
 FORMATS = ("lm-eval", "flashrag", "jsonl")
@@ -35,15 +35,6 @@ FLASHRAG_METRICS = {"exact_match": "em", "f1": "f1", "accuracy": "acc"}  # Flash
 
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+=-]+", "_", text).strip("_") or "_"
-
-
-def standard_error(values: list[float]) -> float:
-    """The standard error of the mean (sample standard deviation / sqrt(n)), lm-eval's ``*_stderr``; 0 for n < 2."""
-    n = len(values)
-    if n < 2:
-        return 0.0
-    mean = sum(values) / n
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
 
 
 def _passages(book: PassageBook, cell: CellRecord, row: dict[str, Any]) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ rounding. ``regex_match`` follows DrQA's CuratedTREC evaluation (case-insensitiv
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
@@ -113,3 +114,12 @@ def bootstrap_ci(
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return float(array.mean()), float(low), float(high)
+
+
+def standard_error(values: list[float]) -> float:
+    """The standard error of the mean (sample standard deviation / sqrt(n)), lm-eval's ``*_stderr``; 0 for n < 2."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)

@@ -366,7 +366,7 @@ def _preservation_cell(store: Store, method: dict, accs: list[int]) -> None:
 
 def test_the_table_gives_each_score_and_each_difference_to_base_its_ci(tmp_path, capsys):
     from harness.commands.preserve import print_preservation
-    from harness.metrics import bootstrap_ci
+    from harness.metrics import bootstrap_ci, standard_error
 
     store = Store(tmp_path)
     base = [1, 0, 1, 0, 1, 1, 0, 0]
@@ -391,7 +391,11 @@ def test_the_table_gives_each_score_and_each_difference_to_base_its_ci(tmp_path,
     md = capsys.readouterr().out
     assert f"| -25.0 [{100 * low:+.1f}, {100 * high:+.1f}]" in md and "| +0.0 [+0.0, +0.0]" in md
     print_preservation(tmp_path, fmt="csv")
-    assert capsys.readouterr().out.splitlines()[0].startswith("task,n,base,base low,base high,lora,lora low,lora high,Δ lora,")
+    header = "task,n,base,base low,base high,base stderr,lora,lora low,lora high,lora stderr,Δ lora,Δ lora low,Δ lora high,Δ lora stderr,"
+    assert capsys.readouterr().out.splitlines()[0].startswith(header)
+    # lm-eval's *_stderr beside each CI: sample standard deviation / sqrt(n), x100 (base: 4 of 8 right).
+    assert row["base stderr"] == pytest.approx(100 * (8 * 0.25 / 7 / 8) ** 0.5)
+    assert row["Δ lora stderr"] == pytest.approx(100 * standard_error([b - a for a, b in zip(base, lora)]))
 
 
 def test_as_typed_the_command_takes_the_cpu_sample_and_the_store_s_methods(loaded, small_data, tmp_path, monkeypatch, capsys):

@@ -56,12 +56,12 @@ def preservation_table(store: Any, model: str | None = None, intervals: bool = F
     by most methods is shown (the larger one on a tie); cells of other slices are left out. ``n`` = documents.
 
     ``intervals``: every score and Δ column is followed by ``<column> low`` and ``<column> high``, its 95%
-    percentile-bootstrap CI (x100): a score's is the cell's own (documents resampled), a Δ's the paired bootstrap of
+    percentile-bootstrap CI (x100), and ``<column> stderr``, lm-eval's standard error of the mean (x100): a score's is the cell's own (documents resampled), a Δ's the paired bootstrap of
     the per-document differences to base (1,000 resamples, seed 0), so "LoRA hurts, SPRING does not" is read with
     its uncertainty."""
     import pandas as pd
 
-    from harness.metrics import bootstrap_ci
+    from harness.metrics import bootstrap_ci, standard_error
 
     cells = preservation_cells(store, model)
     by_row: dict[tuple[str, int], dict[str, list[Any]]] = {}
@@ -72,6 +72,7 @@ def preservation_table(store: Any, model: str | None = None, intervals: bool = F
     task_order = list(PRESERVE_TASKS)
     table: dict[str, dict[str, float]] = {}
     bounds: dict[str, dict[str, tuple[float, float]]] = {}
+    errors: dict[str, dict[str, float]] = {}  # lm-eval's *_stderr (x100) of each score and Δ
     labels: set[str] = set()
     n_docs: dict[str, int] = {}
     for name, n_shots in sorted(by_row, key=lambda k: (task_order.index(k[0]), k[1])):
@@ -92,14 +93,17 @@ def preservation_table(store: Any, model: str | None = None, intervals: bool = F
             if intervals:
                 ci[label] = (100.0 * summary["ci_low"], 100.0 * summary["ci_high"])
                 per_doc[label] = {r["id"]: float(r["metrics"][metric]) for r in cell.predictions()}
+        stderr = {label: 100.0 * standard_error(list(values.values())) for label, values in per_doc.items()}
         if intervals and "base" in per_doc:
             for label, values in per_doc.items():
                 if label != "base":
                     diffs = [values[i] - per_doc["base"][i] for i in values if i in per_doc["base"]]
                     _, low, high = bootstrap_ci(diffs)
                     ci[f"Δ {label}"] = (100.0 * low, 100.0 * high)
+                    stderr[f"Δ {label}"] = 100.0 * standard_error(diffs)
         table[row_label] = row
         bounds[row_label] = ci
+        errors[row_label] = stderr
         n_docs[row_label] = chosen[0].spec.n_examples
     methods = sorted(labels, key=_method_rank)
     columns: list[str] = []
@@ -120,11 +124,13 @@ def preservation_table(store: Any, model: str | None = None, intervals: bool = F
         return frame
     ordered: list[str] = ["n"]
     for column in columns:
-        ordered += [column, f"{column} low", f"{column} high"]
+        ordered += [column, f"{column} low", f"{column} high", f"{column} stderr"]
     frame = frame.reindex(columns=ordered)
     for row_label, ci in bounds.items():
         for column, (low, high) in ci.items():
             frame.loc[row_label, f"{column} low"], frame.loc[row_label, f"{column} high"] = low, high
+        for column, error in errors[row_label].items():
+            frame.loc[row_label, f"{column} stderr"] = error
     return frame
 
 
@@ -133,7 +139,7 @@ def with_intervals_as_text(frame: Any) -> Any:
     ``43.1 [38.0, 48.2]``, differences signed (``+1.2 [-3.0, +5.1]``); ``-`` where a method has no cell."""
     import pandas as pd
 
-    values = [c for c in frame.columns if c != "n" and not str(c).endswith((" low", " high"))]
+    values = [c for c in frame.columns if c != "n" and not str(c).endswith((" low", " high", " stderr"))]
     shown = pd.DataFrame(index=frame.index)
     shown.index.name = frame.index.name
     shown["n"] = frame["n"].astype(str)
