@@ -1,7 +1,8 @@
 """Dataset x method heat map of EM: the leaderboard table (``harness leaderboard``) as a figure.
 
 The numbers are :func:`harness.leaderboard.leaderboard`'s, at one retriever and passage count m (the setting
-with the most cells, or ``retriever``/``passages``); the average rows average the datasets every method has.
+with the most cells, or ``retriever``/``passages``); each method's average rows are over the datasets of the group it
+has cells for (flagged "k of N" when incomplete), so one method's number never depends on another's cells.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def leaderboard_heatmap(
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).set_label(f"{metric_label(metric)} (x100)", fontsize=8)
 
     notes = [
-        "avg rows average the datasets every method has; * held out; - no cell; bootstrap CIs: `harness leaderboard --compare A,B`"
+        "avg rows: each method over the datasets it has (k of N when incomplete); * held out; - no cell; "
+        "bootstrap CIs: `harness leaderboard --compare A,B`"
     ]
     notes += other_settings(cells, ("retriever", "passages"), setting, "--retriever/--passages")
     text = caption(picked, f"retriever {setting[0]}, m={setting[1]} passages", (), notes, ci=False)
