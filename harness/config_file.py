@@ -125,7 +125,9 @@ CONFIG_OPTION: Any = typer.Option(
 
 def resolved_values(ctx: Any) -> dict[str, Any]:
     """Every flag of the running command as the command received it (file, command line or default), YAML-ready."""
-    flags = {param.name: key for key, param in _flag_names(ctx).items()}
+    flags: dict[str, str] = {}
+    for key, param in _flag_names(ctx).items():
+        flags.setdefault(param.name, key)  # a flag's first name (--suite, not its alias --tasks)
     values = {}
     for name, value in ctx.params.items():
         if name not in flags:

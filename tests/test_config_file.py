@@ -51,6 +51,7 @@ def test_run_from_a_yaml_file_with_a_flag_overriding_it(world, tmp_path, capsys)
     resolved = yaml.safe_load(saved.read_text(encoding="utf-8"))
     assert resolved["limit"] == 2 and resolved["method"] == "closed-book,prompt" and resolved["passages"] == "2"
     assert resolved["option"] == ["bm25.backend=numpy"] and resolved["results"] == str(world["results"])
+    assert resolved["suite"] == "nq" and "tasks" not in resolved  # the flag's first name, not its alias
     assert saved.read_text(encoding="utf-8").startswith(f"# `harness run` as resolved from --config {config}")
     capsys.readouterr()
     assert main(["run", "--config", str(saved)]) == 0

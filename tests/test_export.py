@@ -96,3 +96,16 @@ def test_each_exported_row_carries_the_input_the_model_read(world, capsys):
     paths = _export(world["results"], "flashrag", capsys)
     (intermediate,) = [Path(p) for p in paths if p.endswith("intermediate_data.json")]
     assert [item["output"]["prompt"] for item in json.loads(intermediate.read_text())] == [r["arguments"][0][0] for r in rows]
+
+
+def test_run_writes_its_cells_in_lm_evals_shape_with_output_path(world, tmp_path):
+    from tiny_model import tiny_model_dir
+
+    out = tmp_path / "lm-eval-out"
+    flags = ["--model", str(tiny_model_dir()), "--dtype", "fp32", "--results", str(world["results"])]
+    flags += ["--data-dir", str(world["data"]), "--corpus", str(world["corpus"]), "--max-new-tokens", "3"]
+    assert main(["run", "--suite", "nq", "--method", "prompt", "--limit", "3", "--output-path", str(out), *flags]) == 0
+    (document,) = [json.loads(path.read_text()) for path in out.glob("*/results.json")]
+    assert document["n-samples"]["nq"] == {"original": 3, "effective": 3}
+    assert {"exact_match,none", "exact_match_stderr,none", "f1,none"} <= set(document["results"]["nq"])
+    assert len((next(out.glob("*/samples_nq.jsonl"))).read_text().splitlines()) == 3

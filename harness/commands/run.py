@@ -74,6 +74,12 @@ def run_command(
     ),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="allow the model's own code"),
     results: Path = typer.Option(Path("results"), "--results", help="result store folder"),
+    output_path: Path | None = typer.Option(
+        None,
+        "--output-path",
+        help="also write this run's cells in lm-eval's shape to this folder (results.json + samples_<dataset>.jsonl "
+        "per setting), as `harness export --format lm-eval` does",
+    ),
     data_dir: Path | None = DATA_DIR,
     executor: str = typer.Option(
         "local",
@@ -126,6 +132,8 @@ def run_command(
         if given:
             raise HarnessError(f"{', '.join(given)} configure the Ray executor; add --executor ray")
     writable_folder(results, "--results")
+    if output_path is not None:
+        writable_folder(output_path, "--output-path")
     own = dataset_from_flags(dataset_file, dataset_name, answers_field)
     # --dataset-file alone evaluates just the file; with --suite, the file is evaluated after the suite.
     suite_spec = ("qa12" if suite is None else suite) if own is None else ",".join(part for part in (suite, own) if part)
@@ -210,6 +218,13 @@ def run_command(
         raise HarnessError("nothing to run: every dataset of the suite was skipped")
     frame = cells_frame(context.store)
     frame = frame[frame["key"].isin({cell.key for cell in cells})]
+    if output_path is not None:
+        from harness.export import export
+
+        written, export_notes = export(context.store, frame, "lm-eval", output_path)
+        out.print(f"lm-eval shape: {len(written)} files in {output_path}", markup=False, highlight=False, soft_wrap=True)
+        for line in export_notes:
+            out.print(f"note: {line}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     variants_note = ""
     if config.tokens is None and config.shots is None:  # values the user asked for are all shown
         frame, variants_note = headline_variants(frame)
