@@ -11,7 +11,10 @@ with their text. ``flashrag``: one folder per cell, ``<dataset>_<method>_<retrie
 ``output.retrieval_result`` as ``{"id", "contents"}`` passages, ``raw_pred``, ``pred``, ``metric_score`` with
 FlashRAG's metric names em / f1 / acc) and ``metric_score.txt`` (``em: 0.15`` lines). ``jsonl``: every prediction
 row of every cell with the cell's identity. Passage texts come from the corpus prepared on this machine
-(:class:`harness.diff.PassageBook`); the rendered prompt is not stored in the cells, so no export holds it.
+(:class:`harness.diff.PassageBook`); each row's rendered input (``prompt``, stored by the runner) is lm-eval's
+``arguments`` and FlashRAG's ``output.prompt``. :func:`export_preservation` writes the preservation cells
+(`harness preserve --output-path`) in lm-eval's shape too: one folder per (method, shots), ``acc,none`` and
+``acc_stderr,none`` per task, and the per-document rows as samples.
 """
 
 from __future__ import annotations
@@ -212,3 +215,46 @@ def export(store: Store, cells: pd.DataFrame, fmt: str, out: Path) -> tuple[list
     book = PassageBook()
     written = writers[fmt](store, cells, out, book)
     return written, book.notes()
+
+
+def export_preservation(cells: list[CellRecord], out: Path) -> list[Path]:
+    """The preservation cells in lm-eval's ``--output_path`` shape: one folder per (backbone, method, shots), as one
+    lm-eval invocation has one ``num_fewshot``, with ``results.json`` (``<metric>,none`` and
+    ``<metric>_stderr,none`` per task) and ``samples_<task>.jsonl`` (the stored per-document rows)."""
+    from harness.preserve.table import preservation_label
+
+    groups: dict[tuple[str, str, int], list[CellRecord]] = {}
+    for cell in cells:
+        label = preservation_label(cell.spec.method)
+        model = str(dict(cell.spec.model).get("id") or dict(cell.spec.model).get("model", ""))
+        groups.setdefault((model, label, int(cell.spec.decoding.get("num_fewshot", 0))), []).append(cell)
+    written = []
+    for (model, label, shots), group in sorted(groups.items()):
+        folder = out / _safe(f"{Path(model).name}_{label}_{shots}-shot")
+        folder.mkdir(parents=True, exist_ok=True)
+        results: dict[str, Any] = {}
+        n_samples: dict[str, Any] = {}
+        for cell in group:
+            rows = cell.predictions()
+            entry: dict[str, Any] = {"alias": cell.spec.dataset}
+            for metric in cell.spec.metrics:
+                values = [float(r["metrics"][metric]) for r in rows if metric in r["metrics"]]
+                entry[f"{metric},none"] = sum(values) / len(values) if values else None
+                entry[f"{metric}_stderr,none"] = standard_error(values)
+            results[cell.spec.dataset] = entry
+            n_samples[cell.spec.dataset] = {"original": cell.spec.n_examples, "effective": len(rows)}
+            written.append(folder / f"samples_{_safe(cell.spec.dataset)}.jsonl")
+            _write_lines(written[-1], iter(rows))
+        first = group[0]
+        document = {
+            "results": results,
+            "n-shot": dict.fromkeys(results, shots),
+            "n-samples": n_samples,
+            "config": {"model": "harness", "harness_model": dict(first.spec.model), "method": dict(first.spec.method)},
+            "git_hash": None,
+            "date": max(str(c.provenance.get("created", "")) for c in group),
+            "harness_version": first.provenance.get("harness_version"),
+        }
+        written.append(folder / "results.json")
+        _write_json(written[-1], document)
+    return written

@@ -427,3 +427,23 @@ def test_preservation_cells_stay_out_of_the_qa_leaderboard(world, capsys):
     assert main(["leaderboard", "--format", "json", "--results", str(store.root)]) == 0
     rows = [row["dataset"] for row in json.loads(capsys.readouterr().out)]
     assert rows == ["nq", "popqa *", "avg in-domain (1)", "avg held-out (1)", "avg all (2)"]
+
+
+def test_preservation_cells_in_lm_evals_shape(tmp_path):
+    import json
+
+    from harness.export import export_preservation
+    from harness.metrics import standard_error
+
+    store = Store(tmp_path)
+    base, lora = [1, 0, 1, 0, 1, 1, 0, 0], [0, 0, 1, 0, 0, 1, 0, 0]
+    _preservation_cell(store, {"name": "base"}, base)
+    _preservation_cell(store, {"name": "lora", "checkpoint_hash": "l"}, lora)
+    written = export_preservation(preserve.preservation_cells(store), tmp_path / "out")
+    documents = {path.parent.name: json.loads(path.read_text()) for path in written if path.name == "results.json"}
+    assert sorted(documents) == ["tiny_base_0-shot", "tiny_lora_0-shot"]
+    (task,) = documents["tiny_lora_0-shot"]["results"]
+    entry = documents["tiny_lora_0-shot"]["results"][task]
+    assert entry["acc,none"] == 0.25 and entry["acc_stderr,none"] == pytest.approx(standard_error([float(v) for v in lora]))
+    samples = [path for path in written if path.name.startswith("samples_") and "lora" in path.parent.name]
+    assert len(samples[0].read_text().splitlines()) == 8

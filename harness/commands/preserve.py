@@ -97,6 +97,11 @@ def preserve_command(
         None, "--lm-eval-cache", help="folder for lm-eval's response cache (keyed by model + method hash); off by default"
     ),
     fmt: str = typer.Option("table", "--format", metavar="[table|md|csv|json]", help="table, md, csv or json"),
+    output_path: Path | None = typer.Option(
+        None,
+        "--output-path",
+        help="also write this backbone's preservation cells in lm-eval's shape here (a folder per method and shots)",
+    ),
 ) -> None:
     """Run the preservation suites (SPRING Table 2) through lm-evaluation-harness and print task x method."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -122,6 +127,8 @@ def preserve_command(
     if limit is not None and full:
         raise HarnessError("--limit and --full contradict each other; pass one")
     writable_folder(results, "--results")
+    if output_path is not None:
+        writable_folder(output_path, "--output-path")
     if source not in SOURCES:
         raise unknown_name("task source", source, SOURCES)
     task_names = parse_tasks(tasks)
@@ -191,6 +198,12 @@ def preserve_command(
             tracker.cells_done(done * per_method)  # cells the store already held count as done too
     out.print(f"[dim]preserve: {time.perf_counter() - started:.0f} s[/dim]")
     print_preservation(results, model=loaded.model_id, fmt=fmt, note=note)
+    if output_path is not None:
+        from harness.export import export_preservation
+        from harness.preserve import preservation_cells
+
+        written = export_preservation(preservation_cells(store, loaded.model_id), output_path)
+        out.print(f"lm-eval shape: {len(written)} files in {output_path}", markup=False, highlight=False, soft_wrap=True)
 
 
 class DocumentsColumn(ProgressColumn):
