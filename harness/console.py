@@ -85,6 +85,20 @@ class SpeedColumn(ProgressColumn):
         return Text(f"{speed:.2f} {unit}/s" if speed and unit else "", style="progress.data.speed")
 
 
+def progress_columns() -> tuple[ProgressColumn, ...]:
+    """The columns of a harness progress bar: label, bar, done/total, rate, elapsed, ETA."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        SpeedColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+
+
 def rich_reporter(out: Console, progress: Any = None) -> Any:
     """An :mod:`harness.activity` reporter drawing each step as a rich bar (count, rate, elapsed, ETA): a task of
     ``progress`` when the command already shows one (rich allows one live display), else its own transient bar.
@@ -92,7 +106,7 @@ def rich_reporter(out: Console, progress: Any = None) -> Any:
     import contextlib
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import Progress
 
     live: dict[str, Any] = {"progress": progress}  # an own bar is shared by nested steps (an index built mid-search)
 
@@ -100,16 +114,7 @@ def rich_reporter(out: Console, progress: Any = None) -> Any:
     def report(description: str, total: int | None, unit: str) -> Any:
         owned = live["progress"] is None
         if owned:
-            live["progress"] = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                SpeedColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=out,
-                transient=True,
-            )
+            live["progress"] = Progress(*progress_columns(), console=out, transient=True)
             live["progress"].start()
         shown = live["progress"]
         task = shown.add_task(escape(description), total=total, unit=unit)  # a label is never read as markup

@@ -15,26 +15,22 @@ from pathlib import Path
 PLUGIN_ROOT = Path(__file__).resolve().parent.parent / "examples" / "harness-plugin-example"
 
 
-def entry_points_text() -> str:
-    """The ``entry_points.txt`` of the example plugin, from the ``[project.entry-points]`` of its pyproject."""
-    project = tomllib.loads((PLUGIN_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    lines = []
-    for group, points in project["entry-points"].items():
-        lines.append(f"[{group}]")
-        lines += [f"{name} = {value}" for name, value in points.items()]
-        lines.append("")
-    return "\n".join(lines)
+def write_distribution(root: Path, name: str, version: str, entry_points: str) -> None:
+    """The ``.dist-info`` folder pip writes for an installed package, with just its name, version and entry points."""
+    info = root / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text(entry_points, encoding="utf-8")
 
 
 def install_in_process(folder: Path) -> None:
-    """Make the example plugin importable and discoverable in this process (``folder``: where its metadata goes)."""
+    """Make the example plugin importable and discoverable in this process (``folder``: where its metadata goes);
+    its entry points are the ``[project.entry-points]`` of its own pyproject.toml."""
     project = tomllib.loads((PLUGIN_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    info = folder / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n", encoding="utf-8"
-    )
-    (info / "entry_points.txt").write_text(entry_points_text(), encoding="utf-8")
+    lines = []
+    for group, points in project["entry-points"].items():
+        lines += [f"[{group}]", *(f"{name} = {value}" for name, value in points.items()), ""]
+    write_distribution(folder, project["name"], project["version"], "\n".join(lines))
     for path in (str(folder), str(PLUGIN_ROOT)):
         if path not in sys.path:
             sys.path.insert(0, path)

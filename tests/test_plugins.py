@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from plugin_example import PLUGIN_ROOT
+from plugin_example import PLUGIN_ROOT, write_distribution
 from tiny_model import tiny_model_dir
 
 from harness.errors import HarnessError
@@ -25,10 +25,7 @@ from harness.registry import Registry
 
 
 def _distribution(root: Path, name: str, entry_points: str) -> None:
-    info = root / f"{name}-1.2.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.2\n", encoding="utf-8")
-    (info / "entry_points.txt").write_text(entry_points, encoding="utf-8")
+    write_distribution(root, name, "1.2", entry_points)
 
 
 def test_the_example_plugins_components_are_registered_with_their_package():

@@ -11,7 +11,7 @@ from harness.activity import reporting
 from harness.commands._common import DATA_DIR, DEVICE
 from harness.commands._dataset_file import ANSWERS_FIELD, DATASET_FILE, DATASET_NAME, dataset_from_flags
 from harness.config_file import CONFIG_OPTION, record_resolved
-from harness.console import SpeedColumn, console, print_leaderboard, rich_reporter
+from harness.console import console, print_leaderboard, progress_columns, rich_reporter
 from harness.errors import HarnessError
 from harness.registry import unknown_name
 
@@ -98,7 +98,7 @@ def run_command(
     ),
 ) -> None:
     """Evaluate methods over a suite, with a retriever and m passages; resumable and cached in the store."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import Progress
 
     from harness.leaderboard import cells_frame, headline_variants
     from harness.paths import writable_folder
@@ -192,14 +192,7 @@ def run_command(
     record_resolved(ctx)
     out = console()
     context = RunContext(config, log=lambda message: out.print(f"[dim]{message}[/dim]"))
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        SpeedColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
+    columns = progress_columns()
     if executor == "ray":
         from harness.executors import DatasetFile, RayOptions, run_on_ray
 
