@@ -1,11 +1,21 @@
 """The generation engine on a tiny random Llama: equivalences that make method comparisons fair."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from tiny_model import tiny_loaded
 
 from harness.generation import DecodingConfig, HFBackend, postprocess
-from harness.segments import PASSAGE_RESERVE, EmbeddingSegment, TokenSegment, build_segments, split_after_passages, tokenize
+from harness.segments import (
+    PASSAGE_RESERVE,
+    EmbeddingSegment,
+    TokenSegment,
+    build_segments,
+    input_length,
+    split_after_passages,
+    tokenize,
+)
 from harness.templates import CLOSED_BOOK, CONCAT, PROMPT, SPRING
 from harness.types import Passage
 
@@ -70,6 +80,28 @@ def test_results_do_not_depend_on_batch_size(backend):
         assert backend.generate(inputs, DecodingConfig(batch_size=batch_size, max_new_tokens=8)) == expected
 
 
+def test_rows_joining_a_running_batch_answer_as_alone(backend, monkeypatch):
+    """Continuous batching: rows that finish early free their slots, waiting inputs are prefilled and join the
+    running batch (left-padded to its width), and every answer is still the one it gets at batch size 1."""
+    inputs = _inputs(backend.tokenizer)
+    config = DecodingConfig(batch_size=1, max_new_tokens=8, stop_at_newline=False)
+    alone = backend.generate(inputs, config)
+    # End answers at a token some of them produce early, so rows finish at different steps.
+    early = [g.token_ids[2] for g in alone if len(g.token_ids) > 2]
+    monkeypatch.setattr(backend, "eos_ids", frozenset({early[0], early[1]}))
+    expected = backend.generate(inputs, config)
+    assert len({len(g.token_ids) for g in expected}) > 2
+    joins = []
+    join = backend._join
+    monkeypatch.setattr(backend, "_join", lambda batch, *rest: joins.append(batch is not None) or join(batch, *rest))
+    for batch_size in (2, 4):
+        joins.clear()
+        assert backend.generate(inputs, replace(config, batch_size=batch_size)) == expected
+        assert any(joins)  # some rows joined a batch already decoding
+        grouped = backend.generate(inputs, replace(config, batch_size=batch_size), reuse_prefix=True)
+        assert grouped == expected
+
+
 def test_prefix_kv_once_then_suffixes_equals_full_sequences(backend):
     """Passages block computed once; an instruction, bare question and k virtual tokens continue from it."""
     tokenizer = backend.tokenizer
@@ -111,6 +143,27 @@ def test_grouped_prefix_reuse_equals_plain(backend):
     inputs = _inputs(backend.tokenizer)
     config = DecodingConfig(batch_size=4, max_new_tokens=10, stop_at_newline=False)
     assert backend.generate(inputs, config, reuse_prefix=True) == backend.generate(inputs, config)
+
+
+def test_prefill_in_chunks_equals_one_forward(backend, monkeypatch):
+    """More prefixes than PREFILL_ROWS are prefilled a chunk at a time and joined: the same cache, padded alike."""
+    import harness.generation as generation
+
+    prefixes = [split_after_passages(segments)[0] for segments in _inputs(backend.tokenizer)]
+    prefixes = [prefix for prefix in prefixes if prefix]
+    whole = backend.prefill(prefixes)
+    monkeypatch.setattr(generation, "PREFILL_ROWS", 2)
+    chunked = backend.prefill(prefixes)
+    assert len({input_length(prefix) for prefix in prefixes}) > 2  # the chunks have different widths
+    assert torch.equal(chunked.attention_mask, whole.attention_mask) and torch.equal(chunked.lengths, whole.lengths)
+    real = whole.attention_mask.bool()[:, None, :, None]
+    for (keys, values), (whole_keys, whole_values) in zip(chunked.layers, whole.layers, strict=True):
+        assert torch.allclose(keys * real, whole_keys * real, atol=1e-5)
+        assert torch.allclose(values * real, whole_values * real, atol=1e-5)
+    config = DecodingConfig(batch_size=9, max_new_tokens=10, stop_at_newline=False)
+    assert backend.generate(_inputs(backend.tokenizer), config, reuse_prefix=True) == backend.generate(
+        _inputs(backend.tokenizer), config
+    )
 
 
 def test_truncation_applies_to_long_inputs(backend):

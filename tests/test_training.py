@@ -170,3 +170,103 @@ def test_auto_training_passages_follow_the_recall_gap(world, monkeypatch):
     )
     chosen = replace(config, train_passages="retrieved")
     assert weights.resolve_train_passages(context, "bm25", chosen) == (chosen, "")  # a choice is kept as made
+
+
+def _uneven_items():
+    """Answers of 1 to 6 words: a micro-batch mean that weighted questions, not tokens, would differ."""
+    answers = ["Darwin", "Charles Darwin", "Charles Robert Darwin the naturalist", "Paris", "a b c d e f"]
+    return [TrainItem(Example(f"u{i}", f"who wrote book {i}", [answer]), (DARWIN,)) for i, answer in enumerate(answers)]
+
+
+def _lora_trainer(backend64, config):
+    import dataclasses
+
+    from peft import get_peft_model
+
+    from harness.methods.lora import Lora, LoraTrainer
+
+    peft_model = get_peft_model(backend64.model, Lora().peft_config())
+    for name, parameter in peft_model.named_parameters():
+        if "lora_B" in name:  # PEFT starts B at zero, where A gets no gradient; any nonzero B makes both move
+            parameter.data.normal_(0, 0.1)
+    peft_model.eval()  # no LoRA dropout: both paths must see the same function
+    backend = HFBackend(dataclasses.replace(backend64.loaded, model=peft_model.get_base_model()))
+    return LoraTrainer(peft_model, backend, config), peft_model
+
+
+@pytest.mark.parametrize("method", ["spring", "lora"])
+def test_micro_batches_give_the_whole_batch_loss_and_gradient(method):
+    import random
+
+    from tiny_model import tiny_model_dir
+
+    from harness.models import load_model
+    from harness.training import backward
+
+    loaded = load_model(str(tiny_model_dir()), dtype="fp32", device="cpu")
+    loaded.model.double()
+    backend64 = HFBackend(loaded)
+    config = TrainingConfig(max_passages=1, micro_batch_size=2)
+    if method == "spring":
+        spring = Spring(tokens=3, n=3)
+        initial = initial_tokens(backend64.model.get_input_embeddings(), backend64.tokenizer, 3, "prompt", seed=0)
+        trainer = SpringTrainer(spring, backend64, initial, config)
+        parameters = trainer.parameters()
+    else:
+        trainer, peft_model = _lora_trainer(backend64, config)
+        parameters = trainer.parameters()
+    results = []
+    for size in (0, 2):  # the whole batch of 5 at once, then micro-batches of 2, 2 and 1
+        for parameter in parameters:
+            parameter.grad = None
+        loss = backward(trainer, _uneven_items(), random.Random(0), size)
+        results.append((loss, [parameter.grad.clone() for parameter in parameters]))
+    (whole, whole_grads), (micro, micro_grads) = results
+    assert micro == pytest.approx(whole, abs=1e-10) and whole > 0
+    assert max(float(g.abs().max()) for g in whole_grads) > 1e-3
+    for a, b in zip(whole_grads, micro_grads, strict=True):  # SPRING's tokens are fp32 parameters, LoRA's float64
+        assert float((a - b).abs().max()) <= 1e-6 * float(a.abs().max())
+
+
+def test_micro_batch_size_is_keyed_only_when_set_and_refused_where_unsupported(backend):
+    assert "micro_batch_size" not in TrainingConfig(train_passages="retrieved").spec()
+    assert TrainingConfig(train_passages="retrieved", micro_batch_size=2).spec()["micro_batch_size"] == 2
+
+    class WholeBatchOnly:
+        def __init__(self, trainer):
+            self.trainer = trainer
+
+        def parameters(self):
+            return self.trainer.parameters()
+
+        def loss(self, batch, rng):
+            return self.trainer.loss(batch, rng)
+
+        def set_training(self, training):
+            self.trainer.set_training(training)
+
+    items = tuple(_item(i, "Darwin") for i in range(4))
+    config = TrainingConfig(examples=4, batch_size=4, max_passages=1, micro_batch_size=2)
+    with pytest.raises(HarnessError, match="WholeBatchOnly cannot split a batch: drop the training option micro_batch_size=2"):
+        train(WholeBatchOnly(_trainer(backend)), TrainingData(items, ("toy",), ()), config, log=lambda _: None)
+
+
+def test_spring_scores_its_dev_passages_blocks_once(backend, monkeypatch):
+    """The frozen backbone's cache of a dev block is computed at the first evaluation and reused after."""
+    dev = tuple(
+        TrainItem(Example(f"d{i}", f"who wrote book {i}", ["Darwin"]), (Passage(f"p{i}", "Book", f"Book {i}."),))
+        for i in range(5)
+    )
+    config = TrainingConfig(batch_size=2, max_passages=1)
+    trainer = _trainer(backend)
+    calls = []
+    prefill = backend.prefill
+    monkeypatch.setattr(backend, "prefill", lambda prefixes: calls.append(len(prefixes)) or prefill(prefixes))
+    first = dev_loss(trainer, dev, config)
+    assert calls == [2, 2, 1]
+    trainer.weight.data.add_(0.5)  # the tokens change between evaluations; the blocks before them do not
+    second = dev_loss(trainer, dev, config)
+    assert calls == [2, 2, 1] and second != first
+    fresh = _trainer(backend)
+    fresh.weight.data.copy_(trainer.weight.data)
+    assert dev_loss(fresh, dev, config) == second  # cached blocks score exactly as recomputed ones

@@ -13,7 +13,7 @@ Speed: in ``[R; T; Q]`` the passages never depend on the tokens, so the passages
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -262,12 +262,17 @@ class SpringTrainer:
         # Prefix-once needs the passages before the tokens; with T first the whole input depends on T.
         self.naive = naive or method.placement == "trq"
         self.all_logits = naive  # the official code's full-logits path, only when asked for (tests, benchmark)
+        # The frozen backbone gives the dev slice's passages blocks the same cache at every evaluation (the draws
+        # are the same each time): computed at the first, reused after. Training batches never repeat in an epoch.
+        self.scoring_dev = False
+        self._dev_blocks: dict[tuple, Any] = {}
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [self.weight]
 
     def set_training(self, training: bool) -> None:
-        """Nothing to switch: the frozen backbone always runs in eval mode."""
+        """The frozen backbone always runs in eval mode; off training is the dev slice, whose blocks are reused."""
+        self.scoring_dev = not training
 
     def inputs(self, batch: Sequence[TrainItem], rng: random.Random) -> tuple[list[list[Segment]], list[tuple[int, ...]]]:
         """The segment lists (answer last) and answer ids of one micro-batch; k is drawn once per batch."""
@@ -281,7 +286,23 @@ class SpringTrainer:
         inputs, answers = self.inputs(batch, rng)
         return self.answer_loss(inputs, answers)
 
+    def micro_losses(self, batch: Sequence[TrainItem], rng: random.Random, size: int) -> Iterator[torch.Tensor]:
+        from harness.training import micro_batch_losses
+
+        inputs, answers = self.inputs(batch, rng)  # the draws of loss(): k once for the whole batch
+        return micro_batch_losses(self.backend, inputs, answers, size, prefix_once=not self.naive, all_logits=self.all_logits)
+
     def answer_loss(self, inputs: Sequence[Sequence[Segment]], answers: Sequence[tuple[int, ...]]) -> torch.Tensor:
         from harness.training import answer_loss
 
-        return answer_loss(self.backend, inputs, answers, prefix_once=not self.naive, all_logits=self.all_logits)
+        prefill = self._dev_prefill if self.scoring_dev else None
+        return answer_loss(self.backend, inputs, answers, prefix_once=not self.naive, all_logits=self.all_logits, prefill=prefill)
+
+    def _dev_prefill(self, prefixes: list[list[Segment]]) -> Any:
+        """The passages blocks' cache of one dev batch: computed once, the same tensors at every evaluation."""
+        from harness.generation import prefix_key
+
+        key = tuple(prefix_key(prefix) for prefix in prefixes)
+        if key not in self._dev_blocks:
+            self._dev_blocks[key] = self.backend.prefill(prefixes)
+        return self._dev_blocks[key]
