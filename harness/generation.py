@@ -15,8 +15,9 @@ they are), left-pad the batch, run one prefill with a KV cache, then decode gree
   passages block can also be grouped automatically (``reuse_prefix=True``): each block is prefilled when its
   first reader joins the batch and dropped after its last.
 
-The :class:`Backend` protocol is the seam for other engines (e.g. vLLM with ``enable_prompt_embeds``): methods
-only build segments and never touch the model.
+The :class:`Backend` protocol is the seam for other engines (:mod:`harness.vllm_backend`, vLLM with prompt
+embeddings): methods only build segments and never touch the model, and every engine ends answers with the one
+:class:`StopRule` and :func:`postprocess`.
 """
 
 from __future__ import annotations
@@ -66,9 +67,13 @@ class DecodingConfig:
     stop_at_newline: bool = True
     max_input_tokens: int | None = None  # None: the model's context length minus max_new_tokens
     batch_size: int = 8
+    # Another engine than the HF backend, as what of it changes answers (harness.vllm_backend.engine_spec); empty,
+    # and then absent from the spec (the HF backend's keys are unchanged), for the HF backend.
+    engine: tuple[tuple[str, Any], ...] = ()
 
     def spec(self) -> dict[str, Any]:
         return {
+            **({"engine": dict(self.engine)} if self.engine else {}),
             "strategy": "greedy",
             "max_new_tokens": self.max_new_tokens,
             "stop_at_newline": self.stop_at_newline,
@@ -88,6 +93,57 @@ class Generation:
     token_ids: tuple[int, ...]
     input_tokens: int
     stop: str  # "eos" | "newline" | "length"
+
+
+class StopRule:
+    """When an answer ends, token by token, the same for every backend.
+
+    EOS ends it (the EOS token is not part of the answer); with ``stop_at_newline``, a token holding a newline ends
+    it (kept) once visible text has appeared, in an earlier token or before the newline in this one: a newline
+    before any visible text is skipped over, matching :func:`postprocess`; else ``max_new_tokens`` does."""
+
+    def __init__(self, eos_ids: frozenset[int], tokenizer: Any) -> None:
+        self.eos_ids, self.tokenizer = eos_ids, tokenizer
+        self._token_text: dict[int, str] = {}
+
+    def text(self, token: int) -> str:
+        if token not in self._token_text:
+            self._token_text[token] = self.tokenizer.decode([token])
+        return self._token_text[token]
+
+    def step(self, token: int, started: bool, config: DecodingConfig) -> tuple[str | None, bool]:
+        """(``"eos"``, ``"newline"`` or None: whether ``token`` ends the answer; has visible text started)."""
+        if token in self.eos_ids:
+            return "eos", started
+        text = self.text(token)
+        if config.stop_at_newline and "\n" in text and (started or bool(text.split("\n", 1)[0].strip())):
+            return "newline", True
+        return None, started or bool(text.strip())
+
+    def cut(self, generated: Sequence[int], config: DecodingConfig, stopped_on_eos: bool = False) -> tuple[list[int], str]:
+        """(the answer's tokens, why it stopped) of a continuation an engine generated past the newline rule;
+        ``stopped_on_eos``: the engine ended it on an EOS id that it left out of ``generated``."""
+        kept: list[int] = []
+        started = False
+        for token in generated[: config.max_new_tokens]:
+            stop, started = self.step(token, started, config)
+            if stop == "eos":
+                return kept, "eos"
+            kept.append(token)
+            if stop == "newline":
+                return kept, "newline"
+        if len(kept) < config.max_new_tokens:
+            if stopped_on_eos:
+                return kept, "eos"
+            raise ValueError(f"a continuation of {len(kept)} tokens ended before EOS, a newline or max_new_tokens")
+        return kept, "length"
+
+
+def fit_inputs(inputs: Sequence[Sequence[Segment]], config: DecodingConfig, limit: int) -> list[list[Segment]]:
+    """Each input cut to ``limit`` tokens: passage text first under an explicit ``max_input_tokens`` (equal passage
+    text for every method, :func:`harness.segments.fit_input`), else from the left (:func:`truncate`)."""
+    cut = fit_input if config.max_input_tokens else truncate
+    return [list(cut(segments, limit)) for segments in inputs]
 
 
 class Backend(Protocol):
@@ -156,12 +212,15 @@ class HFBackend:
         # transformers 5 renamed past_key_values -> cache; accept both so >=4.57 keeps working.
         self._cache_kw = "cache" if "cache" in parameters else "past_key_values"
         self._logits_to_keep = "logits_to_keep" in parameters
-        self.eos_ids = _eos_ids(loaded)
-        self._token_text: dict[int, str] = {}
+        self.stop_rule = StopRule(eos_ids(loaded.tokenizer, loaded.model.config, loaded.model.generation_config), self.tokenizer)
         self._bf16_model: Any = None  # the bf16 copy that runs passages prefills under dtype mixed
 
     def spec(self) -> dict[str, Any]:
         return {"backend": self.name, **self.loaded.spec()}
+
+    @property
+    def eos_ids(self) -> frozenset[int]:
+        return self.stop_rule.eos_ids
 
     # ---- inputs -------------------------------------------------------------------------------------------------
 
@@ -308,9 +367,7 @@ class HFBackend:
         if prefix is not None and len(prefix) != len(inputs):
             raise ValueError(f"{len(inputs)} suffixes for a prefix cache of {len(prefix)} rows")
         if prefix is None:
-            limit = self.max_input_tokens(config)
-            cut = fit_input if config.max_input_tokens else truncate  # an explicit cut: equal passage text
-            inputs = [cut(segments, limit) for segments in inputs]
+            inputs = fit_inputs(inputs, config, self.max_input_tokens(config))
         if reuse_prefix:
             return self._generate_grouped([list(s) for s in inputs], config)
         if prefix is None:
@@ -381,14 +438,14 @@ class HFBackend:
             keep: list[int] = []
             for slot, row in enumerate(batch.rows):
                 token = chosen[slot]
-                if token in self.eos_ids:
+                stop, started[row] = self.stop_rule.step(token, started[row], config)
+                if stop == "eos":
                     stops[row] = "eos"
                     continue
                 tokens[row].append(token)
-                if config.stop_at_newline and self._ends_answer(token, started[row]):
+                if stop == "newline":
                     stops[row] = "newline"
                     continue
-                started[row] = started[row] or bool(self._text(token).strip())
                 if len(tokens[row]) < config.max_new_tokens:
                     keep.append(slot)
             if not keep:
@@ -487,16 +544,6 @@ class HFBackend:
             for layer, (keys, values) in enumerate(prefix.layers):
                 cache.update(keys, values, layer)
         return cache
-
-    def _text(self, token: int) -> str:
-        if token not in self._token_text:
-            self._token_text[token] = self.tokenizer.decode([token])
-        return self._token_text[token]
-
-    def _ends_answer(self, token: int, started: bool) -> bool:
-        """A newline ends the answer once visible text has appeared (in an earlier token or before it)."""
-        text = self._text(token)
-        return "\n" in text and (started or bool(text.split("\n", 1)[0].strip()))
 
 
 def _roomy(cache: Any, room: int) -> None:
@@ -605,12 +652,13 @@ class _Batch:
     logits: torch.Tensor
 
 
-def _eos_ids(loaded: LoadedModel) -> frozenset[int]:
+def eos_ids(tokenizer: Any, config: Any, generation_config: Any = None) -> frozenset[int]:
+    """The token ids that end an answer: the tokenizer's, the model config's and the generation config's EOS."""
     ids: set[int] = set()
     for source in (
-        loaded.tokenizer.eos_token_id,
-        loaded.model.config.eos_token_id,
-        getattr(loaded.model.generation_config, "eos_token_id", None),
+        tokenizer.eos_token_id,
+        getattr(config, "eos_token_id", None),
+        getattr(generation_config, "eos_token_id", None),
     ):
         if isinstance(source, int):
             ids.add(source)

@@ -22,8 +22,9 @@ from harness.datasets import load_examples, sample_examples
 from harness.errors import HarnessError
 from harness.invocation import command_line, saved_config
 from harness.metrics import METRICS, SCORER_VERSION
-from harness.options import check_targets, declared_values, option_fields, options_for, parse_options, typed_value
+from harness.options import check_targets, declared_values, option_fields, options_for, parse_options, split_options, typed_value
 from harness.plugins import DATASETS, METHODS, plugin_packages
+from harness.registry import unknown_name
 from harness.segments import render_segments
 from harness.spec import CellSpec, example_ids_hash, examples_hash
 from harness.store import CellRecord, Store
@@ -33,6 +34,8 @@ from harness.types import Example, Passage
 # The CPU default's input length, without --limit/--full (its sample size is harness.power's rule; README, "CPU
 # budget"): the question's passages get 384 - PASSAGE_RESERVE = 288 tokens of text in every method.
 CPU_MAX_INPUT_TOKENS = 384
+# The generation engines of `--backend`: transformers forward passes (default), or vLLM (an optional extra).
+BACKENDS = ("hf", "vllm")
 EXAMPLES_PER_FLUSH = 16  # predictions are written and fsync'ed after each chunk of this many examples
 
 
@@ -62,6 +65,7 @@ class RunConfig:
     skip_unavailable: bool = True  # datasets a suite names but that cannot be loaded are skipped with a notice
     max_input_tokens: int | None = None  # passage text beyond this is cut (None: the model's context length)
     cpu_budget: bool = False  # use the CPU training budget (harness.training.CPU_TRAINING)
+    backend: str = "hf"  # the generation engine (BACKENDS); training always runs on the HF backend
 
 
 def select_examples(dataset: str, limit: int | None, seed: int, data_dir: Path | None) -> list[Example]:
@@ -131,10 +135,26 @@ class RunContext:
         return loaded
 
     @cached_property
-    def backend(self):
+    def training_backend(self):
+        """The HF backend over the frozen base model: what trained methods train on, whatever generates."""
         from harness.generation import HFBackend
 
         return HFBackend(self.loaded)
+
+    @cached_property
+    def backend(self):
+        """The generation backend over the frozen base model (``--backend``)."""
+        if self.config.backend == "hf":
+            return self.training_backend
+        from harness.models import resolve_model_path
+        from harness.vllm_backend import VLLMBackend
+
+        folder, _ = resolve_model_path(self.config.model, trust_remote_code=self.config.trust_remote_code)
+        lora = any(METHODS.get(name).adapts_backbone for name in self.config.methods)
+        options = vllm_options(self.config)
+        return VLLMBackend(
+            folder, self.model_spec, self.tokenizer, options, trust_remote_code=self.config.trust_remote_code, lora=lora
+        )
 
     def training_config(self, method: str) -> TrainingConfig:
         """The run's training hyper-parameters for ``method`` (``--option spring.lr=...`` etc. over the defaults)."""
@@ -155,10 +175,16 @@ class RunContext:
     def decoding(self):
         from harness.generation import DecodingConfig
 
+        engine: tuple[tuple[str, Any], ...] = ()
+        if self.config.backend == "vllm":
+            from harness.vllm_backend import engine_spec
+
+            engine = tuple(engine_spec(vllm_options(self.config)).items())
         return DecodingConfig(
             max_new_tokens=self.config.max_new_tokens,
             batch_size=self.config.batch_size,
             max_input_tokens=self.config.max_input_tokens,
+            engine=engine,
         )
 
     def retriever(self, name: str, dataset: str):
@@ -220,6 +246,13 @@ def method_instances(name: str, config: RunConfig) -> list[Any]:
     return [cls(**options)]
 
 
+def vllm_options(config: RunConfig) -> Any:
+    """The ``--option vllm.KEY=VALUE`` engine options of a ``--backend vllm`` run, typed and checked."""
+    from harness.vllm_backend import VLLMOptions
+
+    return VLLMOptions(**declared_values("vllm", VLLMOptions, options_for(config.method_options, "vllm")))
+
+
 def constructor_values(name: str, config: RunConfig) -> dict[str, Any]:
     """``--option`` values for method ``name``'s declared options, typed; unknown keys are refused."""
     cls = METHODS.get(name)
@@ -243,7 +276,15 @@ def check_options(config: RunConfig) -> None:
     """Every ``--option`` of ``config`` names a method or retriever of the run, an option it has and a value of
     its type. Run before any work: a bad option for the second trained method must not surface after the first
     trained; a retriever's keys are checked by its factory, when the run builds it."""
-    check_targets(config.method_options, config.methods, config.retrievers)
+    engines: tuple[str, ...] = ()
+    if config.backend not in BACKENDS:
+        raise unknown_name("backend", config.backend, BACKENDS)
+    if config.backend == "vllm":
+        engines = ("vllm",)
+        vllm_options(config)
+    elif any(target == "vllm" for target, _, _ in split_options(config.method_options)):
+        raise HarnessError("--option vllm.KEY=VALUE configures the vLLM engine; add --backend vllm")
+    check_targets(config.method_options, config.methods, (*config.retrievers, *engines))
     for name in dict.fromkeys(config.methods):
         cls = METHODS.get(name)
         cls.Options(**constructor_values(name, config))  # the options' own validation (__post_init__)

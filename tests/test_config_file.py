@@ -64,7 +64,7 @@ def test_an_unknown_key_is_one_line_with_a_did_you_mean(tmp_path, capsys):
     assert main(["run", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: --config {config}: unknown key 'methods' for `harness run`. Did you mean 'method'")
-    assert "Keys are its flags without dashes: address, answers-field, batch-size," in err
+    assert "Keys are its flags without dashes: address, answers-field, backend, batch-size," in err
     assert len(err.strip().splitlines()) == 1
 
 

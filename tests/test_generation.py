@@ -88,7 +88,7 @@ def test_rows_joining_a_running_batch_answer_as_alone(backend, monkeypatch):
     alone = backend.generate(inputs, config)
     # End answers at a token some of them produce early, so rows finish at different steps.
     early = [g.token_ids[2] for g in alone if len(g.token_ids) > 2]
-    monkeypatch.setattr(backend, "eos_ids", frozenset({early[0], early[1]}))
+    monkeypatch.setattr(backend.stop_rule, "eos_ids", frozenset({early[0], early[1]}))
     expected = backend.generate(inputs, config)
     assert len({len(g.token_ids) for g in expected}) > 2
     joins = []

@@ -15,7 +15,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from harness.commands._common import DATA_DIR, DEVICE
+from harness.commands._common import BACKEND, DATA_DIR, DEVICE, check_backend
 from harness.commands._dataset_file import ANSWERS_FIELD, DATASET_FILE, DATASET_NAME, dataset_from_flags
 from harness.console import console
 
@@ -66,6 +66,7 @@ def generate_answers(
     batch_size: int = 8,
     max_new_tokens: int = 32,
     max_input_tokens: int | None = None,
+    backend: str = "hf",
 ) -> GenerateResult:
     """Load, retrieve, build inputs, generate and score (the work behind the command, for tests and scripts)."""
     from harness.datasets import load_examples, sample_examples
@@ -77,6 +78,7 @@ def generate_answers(
     from harness.retrieval import RetrieverContext, make_retriever
     from harness.segments import render_segments
 
+    check_backend(backend)  # a missing vLLM is said before any work
     if k < 1:
         raise HarnessError(f"--k must be at least 1 (got {k})")
     if device is not None:
@@ -92,7 +94,15 @@ def generate_answers(
     examples = sample_examples(load_examples(dataset, split, data_dir=data_dir), dataset, limit, seed, first)  # type: ignore[arg-type]  # it refuses other splits
 
     started = time.perf_counter()
-    loaded = load_model(model, dtype=dtype, trust_remote_code=trust_remote_code, device=device)
+    engine: Any
+    if backend == "vllm":
+        from harness.vllm_backend import VLLMBackend, engine_spec
+
+        engine = VLLMBackend.for_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        model_spec, tokenizer, engine_key = engine.model_spec, engine.tokenizer, tuple(engine_spec(engine.options).items())
+    else:
+        loaded = load_model(model, dtype=dtype, trust_remote_code=trust_remote_code, device=device)
+        engine, model_spec, tokenizer, engine_key = HFBackend(loaded), loaded.spec(), loaded.tokenizer, ()
     load_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -101,10 +111,11 @@ def generate_answers(
     retrieve_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    backend = HFBackend(loaded)
-    config = DecodingConfig(max_new_tokens=max_new_tokens, max_input_tokens=max_input_tokens, batch_size=batch_size)
-    inputs = [method_object.build_input(e, p, loaded.tokenizer) for e, p in zip(examples, passages, strict=True)]
-    generations = backend.generate(inputs, config)
+    config = DecodingConfig(
+        max_new_tokens=max_new_tokens, max_input_tokens=max_input_tokens, batch_size=batch_size, engine=engine_key
+    )
+    inputs = [method_object.build_input(e, p, tokenizer) for e, p in zip(examples, passages, strict=True)]
+    generations = engine.generate(inputs, config)
     generate_seconds = time.perf_counter() - started
 
     rows = tuple(
@@ -121,11 +132,11 @@ def generate_answers(
     )
     return GenerateResult(
         rows=rows,
-        model=loaded.spec(),
+        model=model_spec,
         method=method_object.spec(),
         retriever=retriever_object.spec(),
         decoding=config.spec(),
-        first_input=render_segments(inputs[0], loaded.tokenizer) if inputs else "",
+        first_input=render_segments(inputs[0], tokenizer) if inputs else "",
         load_seconds=load_seconds,
         retrieve_seconds=retrieve_seconds,
         generate_seconds=generate_seconds,
@@ -187,6 +198,7 @@ def generate(
         None, "--max-input-tokens", help="cut passage text beyond this (default: model limit)"
     ),
     show_input: bool = typer.Option(False, "--show-input", help="print the first example's full input"),
+    backend: str = BACKEND,
 ) -> None:
     """Answer --limit questions greedily; print question, gold, prediction, EM and F1 per example."""
     dataset = dataset_from_flags(dataset_file, dataset_name, answers_field) or dataset
@@ -209,6 +221,7 @@ def generate(
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         max_input_tokens=max_input_tokens,
+        backend=backend,
     )
     out = console()
     if show_input:

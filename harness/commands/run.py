@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from harness.activity import reporting
-from harness.commands._common import DATA_DIR, DEVICE
+from harness.commands._common import BACKEND, DATA_DIR, DEVICE, check_backend
 from harness.commands._dataset_file import ANSWERS_FIELD, DATASET_FILE, DATASET_NAME, dataset_from_flags
 from harness.config_file import CONFIG_OPTION, record_resolved
 from harness.console import console, print_leaderboard, progress_columns, rich_reporter
@@ -59,6 +59,7 @@ def run_command(
     model: str = typer.Option("smollm2-135m", "--model", help="alias, local folder or hub id"),
     dtype: str = typer.Option("auto", "--dtype", metavar="[auto|fp32|bf16|fp16]", help="auto, fp32, bf16 or fp16"),
     device: str | None = DEVICE,
+    backend: str = BACKEND,
     limit: int | None = typer.Option(None, "--limit", min=1, help="examples per dataset (seeded sample)"),
     full: bool = typer.Option(False, "--full", help="evaluate the full evaluation splits (no CPU limit)"),
     seed: int = typer.Option(0, "--seed", help="seed of the example sample (and of training)"),
@@ -131,6 +132,7 @@ def run_command(
         ]
         if given:
             raise HarnessError(f"{', '.join(given)} configure the Ray executor; add --executor ray")
+    check_backend(backend)
     writable_folder(results, "--results")
     if output_path is not None:
         writable_folder(output_path, "--output-path")
@@ -186,6 +188,7 @@ def run_command(
         method_options=parse_options(option),
         max_input_tokens=max_input_tokens,
         cpu_budget=cpu_budget,
+        backend=backend,
         skip_unavailable=any(p in SUITES for p in parts),
     )
     # Written with the first cell (a refused run writes nothing); each cell's provenance names it.

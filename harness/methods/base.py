@@ -34,7 +34,9 @@ class MethodContext(Protocol):
     @property
     def tokenizer(self) -> Any: ...
     @property
-    def backend(self) -> Any: ...  # the shared generation backend over the frozen base model
+    def backend(self) -> Any: ...  # the shared generation backend over the frozen base model (--backend)
+    @property
+    def training_backend(self) -> Any: ...  # the HF backend over the frozen base model, which training uses
     @property
     def model_spec(self) -> dict[str, str]: ...  # the backbone's identity (id, weights hash, dtype)
     @property
@@ -74,6 +76,7 @@ class Method(ABC):
     sweep_values_cpu: ClassVar[tuple[int, ...]] = ()
     sweep_values_full: ClassVar[tuple[int, ...]] = ()
     preserves: ClassVar[bool] = False  # preserve_model() gives an lm-eval model (`harness preserve --method`)
+    adapts_backbone: ClassVar[bool] = False  # generates on the backbone with a LoRA adapter (vLLM serves adapters)
     label_defaults: ClassVar[dict[str, Any]] = {}  # parameter values a leaderboard label leaves out
 
     def __init__(self, *, chat_template: bool = False) -> None:

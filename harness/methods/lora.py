@@ -55,6 +55,7 @@ class Lora(Method):
     Options = LoraOptions
     trained = True
     preserves = True
+    adapts_backbone = True
 
     def __init__(self, *, chat_template: bool = False, **options: Any) -> None:
         super().__init__(chat_template=chat_template)
@@ -135,7 +136,18 @@ class Lora(Method):
         return self.adapter  # PEFT's adapter folder (AutoPeftModelForCausalLM.from_pretrained reads it)
 
     def backend_for(self, context: MethodContext) -> Any:
-        """The generation backend over a separate copy of the backbone with this adapter merged in (one per adapter)."""
+        """The generation backend with this adapter: vLLM serving it from its PEFT folder under ``--backend vllm``,
+        else :meth:`merged_backend`."""
+        if context.backend.name == "vllm":
+            assert self.adapter is not None and self.checkpoint_hash is not None, "backend_for() before prepare()"
+            adapter, checkpoint_hash = self.adapter, self.checkpoint_hash
+            return context.artifact(
+                ("lora-vllm", checkpoint_hash), lambda: context.backend.with_lora(adapter, checkpoint_hash, self.r)
+            )
+        return self.merged_backend(context)
+
+    def merged_backend(self, context: MethodContext) -> Any:
+        """The HF backend over a separate copy of the backbone with this adapter merged in (one per adapter)."""
 
         def build() -> Any:
             from peft import PeftModel

@@ -232,7 +232,7 @@ def virtual_tokens(
     config = context.training_config(method.name)
 
     def train_tokens(data: TrainingData) -> tuple[torch.Tensor, TrainingLog]:
-        trained_on = backend or context.backend
+        trained_on = backend or context.training_backend
         embedding = trained_on.model.get_input_embeddings()
         initial = initial_tokens(embedding, trained_on.tokenizer, method.n, method.init, config.seed)
         trainable = (trainer or SpringTrainer)(method, trained_on, initial, config)

@@ -19,6 +19,7 @@ class SpringPlus(Spring):
 
     name = "spring-plus"
     preserves = False
+    adapts_backbone = True
 
     def __init__(self, tokens: int = 50, **options: Any) -> None:
         super().__init__(tokens, **options)
@@ -30,7 +31,7 @@ class SpringPlus(Spring):
     def prepare(self, context: MethodContext, retriever: str) -> None:
         """Load or train the LoRA adapter, then the tokens on the backbone with it merged in."""
         self.lora.prepare(context, retriever)
-        backend = self.lora.backend_for(context)
+        backend = self.lora.merged_backend(context)  # training runs on the HF backend, whatever generates
         base = {"lora": self.lora.checkpoint_hash}
         self.weights, self.checkpoint_hash = virtual_tokens(self, context, retriever, backend=backend, base=base)
         self.check_tokens()
