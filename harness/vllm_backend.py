@@ -37,6 +37,8 @@ from harness.segments import EmbeddingSegment, Segment, TokenSegment, input_leng
 INSTALL = 'pip install -e ".[vllm]"'
 # The harness's dtypes in vLLM's names; `mixed` is the HF backend's CPU mode (bf16 prefill, fp32 decoding).
 VLLM_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# The LoRA ranks a vLLM engine can be built for (vllm/config/lora.py).
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 @dataclass(frozen=True)
@@ -48,13 +50,17 @@ class VLLMOptions:
     )
     tensor_parallel_size: int = option(1, "GPUs the engine shards the model over (keyed: it changes the arithmetic)")
     enforce_eager: bool = option(False, "no CUDA graphs (less memory, slower decoding)")
-    max_lora_rank: int = option(16, "the largest LoRA rank the engine serves (lora.r above it is refused)")
+    max_lora_rank: int = option(16, f"the largest LoRA rank the engine serves: one of {', '.join(map(str, LORA_RANKS))}")
 
     def __post_init__(self) -> None:
-        if not 0 < self.gpu_memory_utilization <= 1 or self.tensor_parallel_size < 1 or self.max_lora_rank < 1:
+        if not 0 < self.gpu_memory_utilization <= 1 or self.tensor_parallel_size < 1:
             raise HarnessError(
-                "vllm needs 0 < gpu_memory_utilization <= 1, tensor_parallel_size >= 1 and max_lora_rank >= 1 (got "
-                f"{self.gpu_memory_utilization}, {self.tensor_parallel_size}, {self.max_lora_rank})"
+                "vllm needs 0 < gpu_memory_utilization <= 1 and tensor_parallel_size >= 1 (got "
+                f"{self.gpu_memory_utilization}, {self.tensor_parallel_size})"
+            )
+        if self.max_lora_rank not in LORA_RANKS:
+            raise HarnessError(
+                f"vllm.max_lora_rank={self.max_lora_rank} is no rank vLLM serves; use one of {', '.join(map(str, LORA_RANKS))}"
             )
 
 
@@ -243,10 +249,9 @@ class VLLMBackend:
     def with_lora(self, adapter: Path, checkpoint_hash: str, rank: int) -> VLLMBackend:
         """This backend with a PEFT LoRA adapter applied by the engine (the same engine, built with LoRA support)."""
         if rank > self.options.max_lora_rank:
-            raise HarnessError(
-                f"LoRA rank r={rank} exceeds vllm.max_lora_rank={self.options.max_lora_rank}; "
-                f"add --option vllm.max_lora_rank={rank}"
-            )
+            fits = next((r for r in LORA_RANKS if r >= rank), None)
+            fix = f"add --option vllm.max_lora_rank={fits}" if fits else f"vLLM serves ranks up to {LORA_RANKS[-1]}"
+            raise HarnessError(f"LoRA rank r={rank} exceeds vllm.max_lora_rank={self.options.max_lora_rank}; {fix}")
         view = copy.copy(self)
         ids = self._engine.adapter_ids
         view.adapter = (checkpoint_hash, ids.setdefault(checkpoint_hash, len(ids) + 1), str(adapter))

@@ -132,6 +132,10 @@ def test_lora_views_share_one_engine_and_refuse_a_rank_it_cannot_serve(hf, tmp_p
     assert backend.adapter is None and first._engine is backend._engine and first.wants_lora
     with pytest.raises(HarnessError, match=r"exceeds vllm.max_lora_rank=16; add --option vllm.max_lora_rank=32"):
         backend.with_lora(tmp_path, "sha256:cc", 32)
+    with pytest.raises(HarnessError, match=r"r=20 exceeds vllm.max_lora_rank=16; add --option vllm.max_lora_rank=32"):
+        backend.with_lora(tmp_path, "sha256:cc", 20)  # the next rank vLLM can be built for
+    with pytest.raises(HarnessError, match=r"vllm.max_lora_rank=20 is no rank vLLM serves; use one of 1, 8, 16, 32"):
+        VLLMOptions(max_lora_rank=20)
     with pytest.raises(HarnessError, match="gpu_memory_utilization"):
         VLLMOptions(gpu_memory_utilization=1.5)
 
