@@ -14,7 +14,9 @@ Rows: ``prompt``, ``prompt-chat`` and ``closed-book`` (the harness's own templat
 flashrag`` (or ``all``, the default) the peer's exact prompts rendered through the model's chat template, for an
 accuracy comparison like for like: FlashRAG's "Standard RAG" (system: its instruction and ``Doc i(Title: "t")
 text`` lines; user: ``Question: q``) and its no-retrieval prompt. The harness decodes as it always does: it stops at
-a newline or end-of-turn, where the peer always generates all 32 tokens, and it batches longest-first.
+a newline or end-of-turn, where the peer always generates all 32 tokens, and it batches longest-first. The backend
+is called as ``harness run`` calls it: inputs that read passages continue their block's prefill (FlashRAG's system
+message, reference included, counts as the block), which under ``--dtype mixed`` runs alone on the bf16 copy.
 
 Per row: questions/s over retrieval + input building + generation + scoring (the BM25 index is built, or found in
 the cache, before timing; the model load is excluded, as for the peer), the split, EM/F1/Acc (x100) and the
@@ -41,7 +43,7 @@ from harness.models import load_model
 from harness.paths import cache_dir, data_dir
 from harness.plugins import METHODS
 from harness.retrieval import RetrieverContext, make_retriever
-from harness.segments import TokenSegment, tokenize
+from harness.segments import PASSAGES_END, TokenSegment, tokenize
 from harness.types import Example, Passage
 
 PEER_RAG_QPS = (0.60, 0.69)  # FlashRAG 0.1.2 SequentialPipeline, measured by issue #18 on this machine kind
@@ -91,10 +93,21 @@ def _write_once(path: Path, rows: list[dict]) -> None:
 
 
 def flashrag_input(system: str, user: str, tokenizer) -> list:
-    """The peer's prompt: its system and user messages through the tokenizer's chat template, as token ids."""
+    """The peer's prompt: its system and user messages through the tokenizer's chat template, as token ids.
+
+    The ids are split where the system message (whose end is FlashRAG's reference block) ends: that part is
+    marked as ending a passages block, so the harness treats it as it treats its own methods' passages (a
+    prefix prefilled once per distinct block, alone on the bf16 copy under ``--dtype mixed``). The two parts'
+    ids are exactly the whole text's."""
     messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return [TokenSegment(tokenize(tokenizer, text))]
+    cut = text.index(system) + len(system)
+    head, tail = tokenize(tokenizer, text[:cut]), tokenize(tokenizer, text[cut:])
+    if head + tail != tokenize(tokenizer, text):
+        raise RuntimeError(
+            f"{tokenizer.name_or_path}: the chat template's text tokenizes differently when split after the system message"
+        )
+    return [TokenSegment(head, PASSAGES_END), TokenSegment(tail)]
 
 
 def flashrag_reference(passages: Sequence[Passage]) -> str:
@@ -184,7 +197,8 @@ def measure(template: str, questions: int, model: str, dtype: str, batch_size: i
         inputs = [build(e, p if reads_passages else [], loaded.tokenizer) for e, p in zip(examples, passages, strict=True)]
         inputs_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        generations = backend.generate(inputs, config)
+        # As `harness run` calls it: rows that read passages share each distinct block's prefill.
+        generations = backend.generate(inputs, config, reuse_prefix=reads_passages)
         generate_seconds = time.perf_counter() - started
         started = time.perf_counter()
         n = len(examples)
