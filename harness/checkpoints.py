@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from harness import cache
 from harness.errors import HarnessError
@@ -29,7 +29,9 @@ def save_virtual_tokens(path: Path, tokens: torch.Tensor, metadata: Mapping[str,
     tensor = tokens.detach().to("cpu", torch.float32).contiguous()
     digest = tensor_hash(tensor)
     meta = {key: str(value) for key, value in metadata.items()} | {"tensor_hash": digest}
-    cache.publish(path, lambda tmp: save_file({TENSOR_NAME: tensor}, str(tmp), metadata=meta))
+    # Serialized in memory and written through the cache's fixed staging name: safetensors' save_file stages in a
+    # randomly named .tmpXXXXXX beside the target, which a kill leaves behind for good.
+    cache.atomic_write(path, save({TENSOR_NAME: tensor}, metadata=meta))
     return digest
 
 

@@ -68,6 +68,25 @@ def test_what_a_killed_write_left_is_replaced_by_the_next_write(tmp_path):
     assert _entries(tmp_path) == ["folder", "run.jsonl"] and _entries(tmp_path / "folder") == ["a.txt"]
 
 
+def test_a_checkpoint_is_staged_only_under_the_fixed_temporary_name(tmp_path, monkeypatch):
+    # safetensors' own file writer stages in a random .tmpXXXXXX beside the target (seen with 0.8), which a kill
+    # mid-write leaves in the store for good; checkpoints must be serialized in memory and written by the cache.
+    import safetensors.torch
+
+    def file_writer(*args, **kwargs):
+        raise AssertionError("a checkpoint was written by safetensors' file writer")
+
+    monkeypatch.setattr(safetensors.torch, "serialize_file", file_writer)
+    target = tmp_path / "spring-x.safetensors"
+    cache.temp_path(target).write_bytes(b"torn by a kill")
+    tokens = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    digest = checkpoints.save_virtual_tokens(target, tokens, {"n": 2})
+    assert _entries(tmp_path) == ["spring-x.safetensors"]
+    read, metadata = checkpoints.load_virtual_tokens(target, hidden_size=3)
+    assert torch.equal(read, tokens) and metadata == {"n": "2", "tensor_hash": digest}
+    assert digest == checkpoints.tensor_hash(tokens) and checkpoints.readable_checkpoint(target)
+
+
 def test_atomic_write_json_keeps_each_callers_bytes(tmp_path):
     value = {"b": [1, 2], "a": "é", "n": None}
     path = cache.atomic_write_json(tmp_path / "default.json", value)
