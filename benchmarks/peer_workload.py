@@ -43,7 +43,7 @@ from harness.models import load_model
 from harness.paths import cache_dir, data_dir
 from harness.plugins import METHODS
 from harness.retrieval import RetrieverContext, make_retriever
-from harness.segments import PASSAGES_END, TokenSegment, tokenize
+from harness.segments import PASSAGES_END, TokenSegment
 from harness.types import Example, Passage
 
 PEER_RAG_QPS = (0.60, 0.69)  # FlashRAG 0.1.2 SequentialPipeline, measured by issue #18 on this machine kind
@@ -95,19 +95,16 @@ def _write_once(path: Path, rows: list[dict]) -> None:
 def flashrag_input(system: str, user: str, tokenizer) -> list:
     """The peer's prompt: its system and user messages through the tokenizer's chat template, as token ids.
 
-    The ids are split where the system message (whose end is FlashRAG's reference block) ends: that part is
-    marked as ending a passages block, so the harness treats it as it treats its own methods' passages (a
-    prefix prefilled once per distinct block, alone on the bf16 copy under ``--dtype mixed``). The two parts'
-    ids are exactly the whole text's."""
+    The ids, of the whole text, are split where the system message (whose end is FlashRAG's reference block) ends:
+    that part is marked as ending a passages block, so the harness treats it as it treats its own methods' passages
+    (a prefix prefilled once per distinct block, alone on the bf16 copy under ``--dtype mixed``)."""
     messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     cut = text.index(system) + len(system)
-    head, tail = tokenize(tokenizer, text[:cut]), tokenize(tokenizer, text[cut:])
-    if head + tail != tokenize(tokenizer, text):
-        raise RuntimeError(
-            f"{tokenizer.name_or_path}: the chat template's text tokenizes differently when split after the system message"
-        )
-    return [TokenSegment(head, PASSAGES_END), TokenSegment(tail)]
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, ends = encoded["input_ids"], [end for _, end in encoded["offset_mapping"]]
+    head = sum(end <= cut for end in ends)
+    return [TokenSegment(ids[:head], PASSAGES_END), TokenSegment(ids[head:])]
 
 
 def flashrag_reference(passages: Sequence[Passage]) -> str:
