@@ -293,6 +293,11 @@ class HFBackend:
             release_memory()  # the fp32 intermediate of the copy
         return self._bf16_model
 
+    def drop_bf16_copy(self) -> bool:
+        """Free the bf16 copy while nothing reads it (it is made again on first use); whether there was one."""
+        had_copy, self._bf16_model = self._bf16_model is not None, None
+        return had_copy
+
     def _prefill_bf16(self, segments: Sequence[Segment]) -> PrefixCache:
         """One prefix alone on the bf16 copy, its cache cast to fp32."""
         embeds = self.embed(segments)[None].to(torch.bfloat16)

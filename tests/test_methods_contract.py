@@ -129,15 +129,21 @@ def test_every_method_runs_through_the_engine(name, world):
     included), prepare_dataset, backend_for, build_input, a stored and scored cell, then the same cell read back."""
     from tiny_world import run_config
 
-    from harness.runner import run
+    from harness.runner import RunContext, run
     from harness.store import Store
 
     cls = METHODS.get(name)
     options = tuple((f"{name}.{key}", value) for key, value in TINY_TRAINING) if cls.trained else ()
     config = run_config(world, methods=(name,), tokens=(2,), shots=(1,), limit=2, method_options=options)
-    cells, notices = run(config)
+    context = RunContext(config)
+    cells, notices = run(config, context)
     assert not notices, notices
     assert len(cells) == 1 and cells[0].spec.method["name"] == name
+    # Cells are grouped by backend_key, so it names the backend backend_for gives: None for the shared base one.
+    method = cells[0].method
+    key = method.backend_key(context)
+    assert (method.backend_for(context) is context.backend) == (key is None)
+    assert method.backend_key(context) == key
     stored = Store(world["results"]).load(cells[0].key)
     assert [row["id"] for row in stored.predictions()] == [e.id for e in cells[0].examples]
     assert set(stored.metrics["metrics"]) >= {"exact_match", "f1"}

@@ -10,6 +10,8 @@ from tiny_world import run_config as _config
 import harness.runner as runner_module
 from harness.cli import main
 from harness.errors import HarnessError
+from harness.methods.lora import Lora
+from harness.methods.prompt import Prompt
 from harness.models import load_model
 from harness.runner import RunConfig, RunContext, run
 from harness.store import Store
@@ -278,6 +280,55 @@ def test_lora_and_spring_plus_train_through_the_same_loop(world):
         os.chdir(cwd)
     with torch.no_grad():
         assert torch.allclose(loaded(input_ids=probe).logits, adapted, atol=1e-5)
+
+
+def test_an_adapted_backbone_answers_first_and_is_freed_before_the_base_cells(world, tmp_path, monkeypatch):
+    options = (("lora.examples", "4"), ("lora.batch_size", "2"), ("lora.lr", "0.01"), ("lora.dev_examples", "0"))
+    config = _config(world, methods=("prompt", "lora"), method_options=options, dtype="mixed")
+    context = RunContext(config)
+    seen = []
+    real_compute = runner_module.compute_cells
+
+    def merged_copies() -> int:
+        return sum(key[0] == "lora-backend" for key in context._artifacts)
+
+    def recording(cells, context, **kwargs):
+        before = merged_copies(), context.training_backend._bf16_model is not None
+        records = real_compute(cells, context, **kwargs)
+        seen.append(([c.spec.method["name"] for c in cells], *before, merged_copies()))
+        return records
+
+    def train_on_the_base_copy(self, context, retriever):  # what SPRING's training does under mixed
+        context.training_backend._bf16()
+
+    real_train = Lora._train
+
+    def recording_train(self, context, *args):
+        seen.append(("lora training", context.training_backend._bf16_model is not None))
+        real_train(self, context, *args)
+
+    monkeypatch.setattr(runner_module, "compute_cells", recording)
+    monkeypatch.setattr(Prompt, "prepare", train_on_the_base_copy)  # prompt is prepared before lora
+    monkeypatch.setattr(Lora, "_train", recording_train)
+    run(config, context)
+    # LoRA trains without the base bf16 copy an earlier training made (dropped once that prepare ended); the LoRA
+    # cell runs first, building the merged copy, which is gone before the base cells; their bf16 copy is made
+    # again on first use.
+    assert seen == [("lora training", False), (["lora"], 0, False, 1), (["prompt"], 0, False, 0)]
+    assert merged_copies() == 0 and context.training_backend._bf16_model is not None
+
+    # The order changes no answer: each method alone, in a fresh store with the same checkpoint, answers the same.
+    import shutil
+
+    alone = tmp_path / "alone"
+    shutil.copytree(world["results"] / "checkpoints", alone / "checkpoints")
+    monkeypatch.setattr(runner_module, "compute_cells", real_compute)
+    run(_config(world, methods=("lora",), method_options=options, dtype="mixed", results=alone))
+    run(_config(world, methods=("prompt",), dtype="mixed", results=alone))
+    together, separate = _predictions(world["results"]), _predictions(alone)
+    assert set(together) == {("nq", "prompt"), ("nq", "lora")}
+    for key, rows in together.items():
+        assert [r["prediction"] for r in rows] == [r["prediction"] for r in separate[key]]
 
 
 def test_method_options_are_checked_once_for_run_and_train(capsys):

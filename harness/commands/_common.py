@@ -11,6 +11,12 @@ DATA_DIR: Any = typer.Option(
     None, "--data-dir", help="raw data folder (default: $HARNESS_DATA_DIR, else ../shared/data beside the project)"
 )
 DEVICE: Any = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+DTYPE: Any = typer.Option(
+    "auto",
+    "--dtype",
+    metavar="[auto|fp32|bf16|fp16|mixed]",
+    help="auto: mixed on CPUs with native bf16 (bf16 prefills, fp32 decoding), else fp32; bf16 on GPUs with it",
+)
 BACKEND: Any = typer.Option(
     "hf", "--backend", metavar="[hf|vllm]", help="generation engine: hf (transformers) or vllm (GPU; pip install -e '.[vllm]')"
 )

@@ -15,7 +15,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from harness.commands._common import BACKEND, DATA_DIR, DEVICE, check_backend
+from harness.commands._common import BACKEND, DATA_DIR, DEVICE, DTYPE, check_backend
 from harness.commands._dataset_file import ANSWERS_FIELD, DATASET_FILE, DATASET_NAME, dataset_from_flags
 from harness.console import console
 
@@ -186,9 +186,7 @@ def generate(
     split: str = typer.Option("eval", "--split", help="eval or train"),
     data_dir: Path | None = DATA_DIR,
     corpus: str | None = typer.Option(None, "--corpus", help="passage corpus for bm25/dense retrievers"),
-    dtype: str = typer.Option(
-        "auto", "--dtype", metavar="[auto|fp32|bf16|fp16]", help="auto (fp32 on CPU, bf16 on GPUs with bf16), fp32, bf16, fp16"
-    ),
+    dtype: str = DTYPE,
     device: str | None = DEVICE,
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="allow the model folder's own code"),
     chat_template: bool = typer.Option(False, "--chat-template", help="wrap inputs in the model's chat template"),

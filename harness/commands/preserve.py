@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.activity import reporting
-from harness.commands._common import DATA_DIR, DEVICE
+from harness.commands._common import DATA_DIR, DEVICE, DTYPE
 from harness.console import console, rich_reporter
 from harness.registry import unknown_name
 from harness.verbosity import debug as verbosity_debug
@@ -85,7 +85,7 @@ def preserve_command(
     full: bool = typer.Option(False, "--full", help="every document of every task (no CPU budget)"),
     verbose: bool = typer.Option(False, "--verbose", help="keep lm-eval's and datasets' own progress bars"),
     model: str = typer.Option("smollm2-135m", "--model", help="backbone: alias, local folder or hub id"),
-    dtype: str = typer.Option("auto", "--dtype", metavar="[auto|fp32|bf16|fp16]", help="auto, fp32, bf16 or fp16"),
+    dtype: str = DTYPE,
     device: str | None = DEVICE,
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="trained LoRA / SPRING checkpoint"),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="lm-eval batch size (not part of the keys)"),

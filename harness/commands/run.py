@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from harness.activity import reporting
-from harness.commands._common import BACKEND, DATA_DIR, DEVICE, check_backend
+from harness.commands._common import BACKEND, DATA_DIR, DEVICE, DTYPE, check_backend
 from harness.commands._dataset_file import ANSWERS_FIELD, DATASET_FILE, DATASET_NAME, dataset_from_flags
 from harness.config_file import CONFIG_OPTION, record_resolved
 from harness.console import console, print_leaderboard, progress_columns, rich_reporter
@@ -57,7 +57,7 @@ def run_command(
     tokens: str | None = typer.Option(None, "--tokens", help="virtual-token counts k for methods with tokens"),
     shots: str | None = typer.Option(None, "--shots", help="solved examples for few-shot methods (default 3)"),
     model: str = typer.Option("smollm2-135m", "--model", help="alias, local folder or hub id"),
-    dtype: str = typer.Option("auto", "--dtype", metavar="[auto|fp32|bf16|fp16]", help="auto, fp32, bf16 or fp16"),
+    dtype: str = DTYPE,
     device: str | None = DEVICE,
     backend: str = BACKEND,
     limit: int | None = typer.Option(None, "--limit", min=1, help="examples per dataset (seeded sample)"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -114,6 +114,13 @@ class Method(ABC):
     def backend_for(self, context: MethodContext) -> Any:
         """The generation backend this method's inputs run on: the shared base one unless it changes the model."""
         return context.backend
+
+    def backend_key(self, context: MethodContext) -> Hashable | None:
+        """Which backend :meth:`backend_for` gives, to group cells by: ``None`` for the shared base one. A method
+        that brings its own returns the :meth:`MethodContext.artifact` key it keeps it under (without building it),
+        which the runner releases after the last cell reading it; this default builds the backend to tell."""
+        backend = self.backend_for(context)
+        return None if backend is context.backend else ("backend", id(backend))
 
     @classmethod
     def preserve_checkpoints(cls, loaded: Any, store: Any) -> list[Path]:

@@ -139,12 +139,15 @@ class Lora(Method):
         """The generation backend with this adapter: vLLM serving it from its PEFT folder under ``--backend vllm``,
         else :meth:`merged_backend`."""
         if context.backend.name == "vllm":
-            assert self.adapter is not None and self.checkpoint_hash is not None, "backend_for() before prepare()"
             adapter, checkpoint_hash = self.adapter, self.checkpoint_hash
             return context.artifact(
-                ("lora-vllm", checkpoint_hash), lambda: context.backend.with_lora(adapter, checkpoint_hash, self.r)
+                self.backend_key(context), lambda: context.backend.with_lora(adapter, checkpoint_hash, self.r)
             )
         return self.merged_backend(context)
+
+    def backend_key(self, context: MethodContext) -> tuple[str, str]:
+        assert self.adapter is not None and self.checkpoint_hash is not None, "backend_key() before prepare()"
+        return ("lora-vllm" if context.backend.name == "vllm" else "lora-backend", self.checkpoint_hash)
 
     def merged_backend(self, context: MethodContext) -> Any:
         """The HF backend over a separate copy of the backbone with this adapter merged in (one per adapter)."""

@@ -38,3 +38,6 @@ class SpringPlus(Spring):
 
     def backend_for(self, context: MethodContext) -> Any:
         return self.lora.backend_for(context)
+
+    def backend_key(self, context: MethodContext) -> tuple[str, str]:
+        return self.lora.backend_key(context)
