@@ -520,11 +520,9 @@ def _backend_by_backend(groups: dict[tuple, list[Cell]], context: RunContext) ->
     """The :func:`share_key` groups, those of one backend back to back: each adapted backbone's (LoRA's) in turn,
     released after its last, then the base backend's. So at most one adapted backbone is held beside the base
     one, and none while the base one runs its many groups (SmolLM2's merged copy is 0.54 GB in fp32, 0.81 GB
-    with its bf16 prefill copy); the base backend's bf16 copy is dropped meanwhile (answers do not depend on
-    the order: every cell's key and answers are its own)."""
+    with its bf16 prefill copy; the base's own bf16 copy, dropped by :func:`plan` after training, is made again
+    by the first base group). Answers do not depend on the order: every cell's key and answers are its own."""
     adapted = [key for key in dict.fromkeys(key[-1] for key in groups) if key is not None]
-    if adapted:
-        context.release_backend(None)
     for backend in [*adapted, None]:
         for key, group in groups.items():
             if key[-1] == backend:
